@@ -1,0 +1,132 @@
+"""Input-pipeline throughput: focusnet TensorLoader vs medmnist's Dataset + torch DataLoader.
+
+Images/s delivered as normalised float tensors over the train split (batch 128, shuffled, CPU,
+steady state: second pass), both pipelines in the same run, plus the ratio. Optionally (--mmap-gb) the peak memory of
+opening a generated multi-GB 224-size file memory-mapped.
+
+    python benchmarks/data_throughput.py --data-dir ../shared/data/medmnist
+    python benchmarks/data_throughput.py --mmap-gb 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+CASES = [("pneumoniamnist", 28), ("adrenalmnist3d", 28), ("adrenalmnist3d", 64)]
+
+
+def time_epoch(batches, max_seconds: float) -> float:
+    """Images/s over the second pass (the first warms caches, buffers and page mappings);
+    each pass stops after max_seconds."""
+    for _ in range(2):
+        n, t0 = 0, time.perf_counter()
+        for x, *_ in batches:
+            n += x.shape[0]
+            if time.perf_counter() - t0 > max_seconds:
+                break
+        rate = n / (time.perf_counter() - t0)
+    return rate
+
+
+def focusnet_rate(flag: str, size: int, data_dir: str, batch: int, max_seconds: float) -> float:
+    from focusnet.data import TensorLoader, load_dataset
+
+    split = load_dataset(flag, size, data_dir=data_dir, download=False).splits["train"]
+    return time_epoch(TensorLoader(split, batch, shuffle=True), max_seconds)
+
+
+def medmnist_rate(flag: str, size: int, data_dir: str, batch: int, max_seconds: float, workers: int) -> float:
+    import medmnist
+    from torchvision import transforms
+
+    cls = getattr(medmnist, medmnist.INFO[flag]["python_class"])
+    if flag.endswith("3d"):  # medmnist 3D items are float arrays in [0, 1], (C, D, H, W)
+        tf = lambda a: (torch.from_numpy(a).float() - 0.5) / 0.5  # noqa: E731
+    else:
+        tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=[0.5], std=[0.5])])
+    ds = cls(split="train", transform=tf, root=data_dir, size=size, download=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers)
+    return time_epoch(loader, max_seconds)
+
+
+def throughput_table(data_dir: str, batch: int, max_seconds: float, workers: int) -> str:
+    rows = ["| dataset | size | focusnet img/s | medmnist img/s | ratio |", "|---|---|---|---|---|"]
+    for flag, size in CASES:
+        name = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+        if not os.path.exists(os.path.join(data_dir, name)):
+            print(f"skip {name}: not in {data_dir}", file=sys.stderr)
+            continue
+        ours = focusnet_rate(flag, size, data_dir, batch, max_seconds)
+        theirs = medmnist_rate(flag, size, data_dir, batch, max_seconds, workers)
+        rows.append(f"| {flag} | {size} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.1f}x |")
+    return "\n".join(rows)
+
+
+_MMAP_CHILD = """
+import sys, torch
+from focusnet.data import TensorLoader, load_npz
+from focusnet.data.fakes import fake_info
+
+def anon_mib():  # process-private memory; clean file-backed mmap pages are reclaimable page cache
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(status["RssAnon"].split()[0]) / 1024
+
+base = anon_mib()
+info = fake_info("big", n_samples=(int(sys.argv[2]), 16, 16), sizes=(224,))
+split = load_npz(sys.argv[1], info, 224, mmap=sys.argv[3] == "1").splits["train"]
+for i, (x, _, _) in enumerate(TensorLoader(split, 64, shuffle=True)):
+    if i == 20: break
+print(anon_mib() - base)
+"""
+
+
+def mmap_peak(gb: float) -> str:
+    """Private (anonymous) memory added by opening a generated `gb`-GB 224-size file and reading
+    20 shuffled batches of 64, memory-mapped vs in memory (Linux /proc)."""
+    from focusnet.data.fakes import fake_info
+    from focusnet.data.synthetic import _atomic_savez
+
+    n = int(gb * 2**30 / 224**2)
+    info = fake_info("big", n_samples=(n, 16, 16), sizes=(224,))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, info.filename(224))
+        tile = np.random.default_rng(0).integers(0, 256, (1, 224, 224), dtype=np.uint8)
+        arrays = {}
+        for s, m in info.n_samples.items():  # a repeated tile: compresses fast, same layout as real files
+            arrays[f"{s}_images"] = np.broadcast_to(tile, (m, 224, 224))
+            arrays[f"{s}_labels"] = np.zeros((m, 1), np.uint8)
+        _atomic_savez(path, arrays)
+        added = {}
+        for mm in ("1", "0"):
+            out = subprocess.run([sys.executable, "-c", _MMAP_CHILD, path, str(n), mm], capture_output=True, text=True, check=True)
+            added[mm] = float(out.stdout.split()[-1])
+    return (f"| file | images | private memory added, mmap | in memory |\n|---|---|---|---|\n"
+            f"| generated 224-size npz | {n * 224 * 224 / 2**30:.2f} GiB | {added['1']:,.0f} MiB | {added['0']:,.0f} MiB |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "medmnist"))
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--max-seconds", type=float, default=20.0, help="cap per measurement")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers for the medmnist pipeline")
+    p.add_argument("--mmap-gb", type=float, default=0.0, help="also measure peak memory on a generated file of this size")
+    args = p.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, batch {args.batch_size}, medmnist workers {args.workers}\n")
+    print(throughput_table(args.data_dir, args.batch_size, args.max_seconds, args.workers))
+    if args.mmap_gb > 0:
+        print()
+        print(mmap_peak(args.mmap_gb))
+
+
+if __name__ == "__main__":
+    main()

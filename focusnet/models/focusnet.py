@@ -1,0 +1,270 @@
+"""FocusNet: a glance, then `num_saccades` learned fixations, integrated by a predictive-coding GRU.
+
+    x (B, C, *S) --pyramid--> glimpse sensor --> M/P/K encoder --> trunk --> features (B, F)
+                                   ^                                             |
+                       policy(h) --+--  fixation c (B, d), half-width s (B,)     v
+                                              predictive-coding GRU: h (B, H) --> head --> logits (B, K)
+
+Step 0 is the glance: the whole image (c = 0, s = 1) seen through the same sensor, so at low
+resolution. Its feature map becomes a saliency map of keys over image positions. Steps 1..T are
+saccades: the policy turns the integrator state into a query, attends over those keys (minus an
+inhibition of return around places already fixated), and looks at the attention-weighted position
+plus a small learned offset. The soft-argmax keeps the choice differentiable end to end. Compute per
+image depends on T and the glimpse size, not on the image size: a 224-pixel image costs the same
+as a 28-pixel one (plus a box-filter pyramid, linear in the pixel count).
+
+`forward(x)` returns the final logits; `forward_trace(x)` returns a `FocusTrace` with everything
+the network did (fixations, glimpse boxes, gate weights, prediction errors, per-step logits), and
+`forward_early_exit(x, threshold)` stops each image once it is confident.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .glimpse import GlimpseSensor, ImagePyramid, base_grid, glimpse_boxes
+from .integrator import PredictiveCodingGRU
+from .layers import check_input, check_spatial_dims, conv, conv_norm_act, set_view
+from .pathways import MPKBlock
+
+LOCATION_SIZE = 32
+KEY_SIZE = 32
+MAX_OFFSET = 0.2  # the policy's own move around the attended position, normalised units
+
+
+@dataclass
+class FocusNetConfig:
+    in_channels: int = 1
+    num_classes: int = 2
+    spatial_dims: int = 2  # 2: (B, C, H, W); 3: (B, C, D, H, W)
+    num_saccades: int = 2  # fixations after the glance; 0 = glance only
+    glimpse_size: int = 0  # samples per side of each patch; 0 = 16 in 2D, 12 in 3D
+    num_scales: int = 2  # fovea + rings of twice the width each
+    fovea: float = 0.5  # foveal half-width as a fraction of the image half-width
+    width: int = 32  # channels inside the pathways
+    feature_channels: int = 64  # channels of the fused pathway maps (trunk doubles them)
+    hidden_size: int = 128  # integrator state = glimpse feature size
+    pathways: str = "mpk"  # any non-empty subset, for ablations
+    predictive_coding: bool = True
+    suppression: bool = True  # saccadic suppression of what is taken in during large saccades
+    learn_scale: bool = True  # the policy also chooses the foveal width (0.6x to 1.6x of `fovea`)
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        check_spatial_dims(self.spatial_dims)
+        if self.glimpse_size == 0:
+            self.glimpse_size = 16 if self.spatial_dims == 2 else 12
+        if self.glimpse_size < 8 or self.glimpse_size % 4:
+            raise ValueError(f"glimpse_size must be a multiple of 4 and >= 8, got {self.glimpse_size}")
+        if self.num_saccades < 0 or self.num_scales < 1 or not 0 < self.fovea <= 1:
+            raise ValueError("need num_saccades >= 0, num_scales >= 1 and 0 < fovea <= 1")
+        if self.in_channels < 1 or self.num_classes < 1:
+            raise ValueError("in_channels and num_classes must be >= 1")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FocusNetConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown FocusNet option(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FocusTrace:
+    """What the network did for each image. T = num_saccades; step 0 is the glance."""
+
+    logits: torch.Tensor  # (B, K) final logits, identical to forward(x)
+    step_logits: torch.Tensor  # (B, T+1, K) logits after each step
+    fixations: torch.Tensor  # (B, T+1, d) glimpse centres, normalised (x, y[, z]) in [-1, 1]
+    half_widths: torch.Tensor  # (B, T+1) foveal half-width, normalised
+    boxes: torch.Tensor  # (B, T+1, num_scales, 2d) [lo..., hi...] footprint of each ring
+    gates: torch.Tensor  # (B, T+1, n_pathways) pathway gate weights
+    gains: torch.Tensor  # (B, T+1) saccadic-suppression gain applied to the glimpse
+    prediction_errors: torch.Tensor  # (B, T+1) mean squared prediction error per step
+    prediction_loss: torch.Tensor  # () differentiable mean of prediction_errors (0 when off)
+    pathways: str  # names of the gate columns, e.g. "mpk"
+
+
+class FocusNet(nn.Module):
+    def __init__(self, config: FocusNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        d, ch = cfg.spatial_dims, cfg.feature_channels
+        self.sensor = GlimpseSensor(d, cfg.glimpse_size, cfg.num_scales)
+        views = 2 if cfg.num_saccades else 1  # glance, foveal glimpses: separate norm statistics
+        self.encoder = MPKBlock(cfg.in_channels, ch, d, cfg.num_scales, cfg.width, cfg.pathways, views)
+        self.trunk = nn.Sequential(
+            conv_norm_act(d, ch, ch, views=views), conv_norm_act(d, ch, 2 * ch, stride=2, views=views), conv_norm_act(d, 2 * ch, 2 * ch, views=views)
+        )
+        # Pool to a 2^d grid (not to one vector) so the features keep where in the glimpse things are.
+        self.to_features = nn.Sequential(nn.Flatten(), nn.Linear(2 * ch * 2**d, cfg.hidden_size), nn.LayerNorm(cfg.hidden_size))
+        self.location = nn.Sequential(nn.Linear(d + 1, LOCATION_SIZE), nn.ReLU(inplace=True))
+        self.integrator = PredictiveCodingGRU(cfg.hidden_size, cfg.hidden_size, LOCATION_SIZE, cfg.predictive_coding)
+        if cfg.num_saccades:
+            self.saliency_keys = conv(d, 2 * ch, KEY_SIZE, 1, bias=True)
+            self.query = nn.Linear(cfg.hidden_size, KEY_SIZE)
+            self.policy = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.hidden_size), nn.ReLU(inplace=True), nn.Linear(cfg.hidden_size, d + 1))
+            nn.init.normal_(self.policy[-1].weight, std=0.01)
+            nn.init.zeros_(self.policy[-1].bias)
+            self.inhibition = nn.Parameter(torch.tensor(2.0))  # softplus -> strength of inhibition of return
+        if cfg.suppression:
+            self.suppression_strength = nn.Parameter(torch.tensor(math.log(math.expm1(0.2))))
+        self.head = nn.Sequential(nn.LayerNorm(cfg.hidden_size), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_size, cfg.num_classes))
+
+    # --- public interface -------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, *S) -> logits (B, num_classes)"""
+        return self.forward_trace(x).logits
+
+    def forward_trace(self, x: torch.Tensor) -> FocusTrace:
+        """x (B, C, *S) -> FocusTrace of the glance and every saccade."""
+        check_input(x, self.config.spatial_dims, self.config.in_channels, type(self).__name__)
+        pyramid = ImagePyramid(x)
+        state = self._initial_state(x)
+        steps = [self._step(pyramid, state, 0)]
+        for t in range(1, self.config.num_saccades + 1):
+            steps.append(self._step(pyramid, steps[-1], t))
+        return self._collect(steps)
+
+    @torch.no_grad()
+    def forward_early_exit(self, x: torch.Tensor, threshold: float, multi_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stop each image after the first step whose confidence reaches `threshold`.
+
+        Only images still looking are processed at each step, so the saving is real compute.
+        Confidence: max softmax probability, or for multi-label the least certain label's
+        max(p, 1 - p). Returns (logits (B, K), steps taken (B,) counting the glance as 1).
+        """
+        check_input(x, self.config.spatial_dims, self.config.in_channels, type(self).__name__)
+        b = x.shape[0]
+        logits = x.new_zeros(b, self.config.num_classes)
+        steps_taken = torch.full((b,), self.config.num_saccades + 1, dtype=torch.long, device=x.device)
+        active = torch.arange(b, device=x.device)
+        pyramid, state = ImagePyramid(x), self._initial_state(x)
+        for t in range(self.config.num_saccades + 1):
+            state = self._step(pyramid, state, t)
+            logits[active] = state["logits"]
+            done = _confidence(state["logits"], multi_label) >= threshold
+            if t == self.config.num_saccades or not done.any():
+                continue
+            steps_taken[active[done]] = t + 1
+            keep = ~done
+            active = active[keep]
+            if active.numel() == 0:
+                break
+            pyramid = pyramid.subset(keep)
+            state = {k: state[k][keep] for k in ("h", "center", "keys", "visited")}
+        return logits, steps_taken
+
+    # --- one step of looking ----------------------------------------------------------------
+    def _initial_state(self, x: torch.Tensor) -> dict:
+        b, d = x.shape[0], self.config.spatial_dims
+        return {"h": self.integrator.init_state(b), "center": x.new_zeros(b, d), "visited": x.new_zeros(b, 0, d)}
+
+    def _step(self, pyramid: ImagePyramid, previous: dict, t: int) -> dict:
+        """Choose where to look (the glance at t = 0), look, integrate, read out."""
+        cfg, h = self.config, previous["h"]
+        if t == 0:
+            center, half_width, nominal = torch.zeros_like(previous["center"]), h.new_ones(h.shape[0]), 1.0
+        else:
+            center, half_width = self._fixate(h, previous["keys"], previous["visited"])
+            nominal = cfg.fovea
+        glimpse = self.sensor(pyramid, center, half_width, nominal)
+        feature_map, features, gates = self._encode(glimpse, view=min(t, 1))
+        location = self.location(torch.cat([center, half_width.log()[:, None]], dim=1))
+        gain = self._suppression_gain(center - previous["center"]) if t > 0 else None
+        h, error = self.integrator(h, features, location, gain)
+        step = {
+            "h": h,
+            "center": center,
+            "half_width": half_width,
+            "gates": gates,
+            "gain": gain if gain is not None else h.new_ones(h.shape[0], 1),
+            "error": error,
+            "logits": self.head(h),
+            "keys": previous.get("keys"),
+            "visited": previous["visited"] if t == 0 else torch.cat([previous["visited"], center[:, None]], dim=1),
+        }
+        if t == 0 and cfg.num_saccades:
+            step["keys"] = self.saliency_keys(feature_map).flatten(2).transpose(1, 2)  # (B, N cells, KEY_SIZE)
+        return step
+
+    def _fixate(self, h: torch.Tensor, keys: torch.Tensor, visited: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """state (B, H), glance keys (B, N, K), earlier fixations (B, t, d)
+        -> centre (B, d) strictly inside the image, foveal half-width (B,)."""
+        d, fovea = self.config.spatial_dims, self.config.fovea
+        cells = base_grid(round(keys.shape[1] ** (1 / d)), d, h.device, h.dtype).reshape(-1, d)  # (N, d)
+        scores = (keys @ self.query(h)[:, :, None])[..., 0] / math.sqrt(KEY_SIZE)  # (B, N)
+        if visited.shape[1]:
+            near = torch.exp(-(cells[None, None] - visited[:, :, None]).pow(2).sum(-1) / (2 * fovea**2))  # (B, t, N)
+            scores = scores - F.softplus(self.inhibition) * near.sum(1)
+        attended = torch.softmax(scores, dim=1) @ cells  # (B, d), inside the outermost cell centres
+        move = self.policy(h)
+        center = attended + MAX_OFFSET * torch.tanh(move[:, :d])
+        if not self.config.learn_scale:
+            return center, h.new_full((h.shape[0],), fovea)
+        return center, fovea * torch.exp(0.5 * torch.tanh(move[:, d]))
+
+    def _encode(self, glimpse: torch.Tensor, view: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, S*C, *G) -> feature map (B, 2ch, *G/4), features (B, F), gates (B, n_pathways).
+        view: 0 for the glance, 1 for foveal glimpses (selects the norm statistics)."""
+        set_view(self, view)
+        fused, gates = self.encoder.forward_with_gates(glimpse)
+        feature_map = self.trunk(fused)
+        pool = F.adaptive_avg_pool2d if self.config.spatial_dims == 2 else F.adaptive_avg_pool3d
+        return feature_map, self.to_features(pool(feature_map, 2)), gates
+
+    def _suppression_gain(self, jump: torch.Tensor) -> torch.Tensor | None:
+        """Saccade vector (B, d) -> input gain (B, 1): larger jumps take in less."""
+        if not self.config.suppression:
+            return None
+        amplitude = jump.norm(dim=1, keepdim=True) / math.sqrt(jump.shape[1])
+        return torch.exp(-F.softplus(self.suppression_strength) * amplitude)
+
+    def _collect(self, steps: list[dict]) -> FocusTrace:
+        def stack(key: str) -> torch.Tensor:
+            return torch.stack([s[key] for s in steps], dim=1)
+
+        errors = stack("error").pow(2).mean(dim=2)  # (B, T+1)
+        centers, half_widths = stack("center"), stack("half_width")
+        return FocusTrace(
+            logits=steps[-1]["logits"],
+            step_logits=stack("logits"),
+            fixations=centers,
+            half_widths=half_widths,
+            boxes=glimpse_boxes(centers, half_widths, self.config.num_scales),
+            gates=stack("gates"),
+            gains=stack("gain")[..., 0],
+            prediction_errors=errors.detach(),
+            prediction_loss=errors.mean(),
+            pathways=self.encoder.pathways,
+        )
+
+
+def _confidence(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    if multi_label:
+        p = torch.sigmoid(logits)
+        return torch.maximum(p, 1 - p).min(dim=1).values
+    return torch.softmax(logits, dim=1).max(dim=1).values
+
+
+class EnhancedFocusNet2D(FocusNet):
+    """FocusNet for 2D images (B, C, H, W); public name and arguments from the original description."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, num_saccades: int = 2, **options):
+        super().__init__(FocusNetConfig(in_channels=in_channels, num_classes=num_classes, spatial_dims=2, num_saccades=num_saccades, **options))
+
+
+class EnhancedFocusNet3D(FocusNet):
+    """FocusNet for 3D volumes (B, C, D, H, W); public name and arguments from the original description."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, num_saccades: int = 2, **options):
+        super().__init__(FocusNetConfig(in_channels=in_channels, num_classes=num_classes, spatial_dims=3, num_saccades=num_saccades, **options))

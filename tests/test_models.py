@@ -1,0 +1,187 @@
+"""FocusNet core: shapes, gradients, batch independence, determinism, traces, learning."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from focusnet import (
+    AdvancedMPKBlock2D,
+    AdvancedMPKBlock3D,
+    CrossNormalization,
+    EnhancedFocusNet2D,
+    EnhancedFocusNet3D,
+    FocusNet,
+    FocusNetConfig,
+    PredictiveCodingGRU,
+)
+from focusnet.models.glimpse import GlimpseSensor, ImagePyramid
+
+CASES_2D = [(1, 28), (3, 28), (1, 64), (3, 128), (1, 224)]
+CASES_3D = [(1, 28), (3, 28), (1, 64)]
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("channels,size", CASES_2D)
+def test_forward_shapes_2d(batch, channels, size):
+    model = EnhancedFocusNet2D(in_channels=channels, num_classes=7, num_saccades=2).eval()
+    x = torch.randn(batch, channels, size, size)
+    assert model(x).shape == (batch, 7)
+    trace = model.forward_trace(x)
+    assert trace.step_logits.shape == (batch, 3, 7)
+    assert trace.fixations.shape == (batch, 3, 2)
+    assert trace.boxes.shape == (batch, 3, 2, 4)
+    assert trace.gates.shape == (batch, 3, 3)
+    assert trace.prediction_errors.shape == (batch, 3)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("channels,size", CASES_3D)
+def test_forward_shapes_3d(batch, channels, size):
+    model = EnhancedFocusNet3D(in_channels=channels, num_classes=2, num_saccades=2).eval()
+    x = torch.randn(batch, channels, size, size, size)
+    assert model(x).shape == (batch, 2)
+    trace = model.forward_trace(x)
+    assert trace.fixations.shape == (batch, 3, 3)
+    assert trace.boxes.shape == (batch, 3, 2, 6)
+
+
+def test_non_square_input_and_glance_only():
+    model = EnhancedFocusNet2D(1, 3, num_saccades=0).eval()
+    trace = model.forward_trace(torch.randn(2, 1, 28, 40))
+    assert trace.logits.shape == (2, 3) and trace.step_logits.shape == (2, 1, 3)
+    assert torch.equal(trace.fixations, torch.zeros(2, 1, 2))  # the glance is centred
+
+
+@pytest.mark.parametrize("model_cls,shape", [(EnhancedFocusNet2D, (4, 3, 32, 32)), (EnhancedFocusNet3D, (3, 1, 20, 20, 20))])
+def test_every_parameter_gets_a_gradient(model_cls, shape):
+    model = model_cls(in_channels=shape[1], num_classes=3, num_saccades=2)
+    x = torch.randn(*shape)
+    trace = model.forward_trace(x)
+    loss = F.cross_entropy(trace.logits, torch.tensor([0, 1, 2, 0][: shape[0]])) + trace.prediction_loss
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+    assert model.policy[-1].weight.grad.abs().sum() > 0  # the fixation policy learns through the sampler
+
+
+def test_glimpse_sampler_is_differentiable_in_location():
+    image = torch.zeros(1, 1, 16, 16)
+    image[..., 4:8, 10:14] = 1.0
+    sensor = GlimpseSensor(spatial_dims=2, glimpse_size=8, num_scales=1)
+    center = torch.zeros(1, 2, requires_grad=True)
+    sensor(ImagePyramid(image), center, torch.full((1,), 0.5), 0.5).sum().backward()
+    assert center.grad[0, 0] > 0  # moving right (x) brings more of the bright square into view
+    assert center.grad[0, 1] < 0  # it lies above the centre (smaller y)
+
+
+def test_eval_output_independent_of_batch():
+    for model, x in [
+        (EnhancedFocusNet2D(3, 4, 2), torch.randn(6, 3, 28, 28)),
+        (EnhancedFocusNet3D(1, 2, 2), torch.randn(4, 1, 16, 16, 16)),
+    ]:
+        model.eval()
+        with torch.no_grad():
+            together = model(x)
+            alone = torch.cat([model(x[i : i + 1]) for i in range(len(x))])
+        torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_same_output_and_fixations_inside_image():
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        model = EnhancedFocusNet2D(1, 3, num_saccades=4).eval()
+        with torch.no_grad():
+            outs.append(model.forward_trace(torch.randn(3, 1, 64, 64, generator=torch.Generator().manual_seed(1))))
+    assert torch.equal(outs[0].logits, outs[1].logits)
+    assert torch.equal(outs[0].fixations, outs[1].fixations)
+    assert outs[0].fixations.abs().max() < 1
+    assert (outs[0].half_widths > 0).all()
+
+
+def test_early_exit_matches_full_run_and_saves_steps():
+    torch.manual_seed(0)
+    model = EnhancedFocusNet2D(1, 3, num_saccades=3).eval()
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        full = model.forward_trace(x)
+    logits, steps = model.forward_early_exit(x, threshold=1.1)  # never confident: every step
+    torch.testing.assert_close(logits, full.logits, rtol=1e-4, atol=1e-5)
+    assert (steps == 4).all()
+    logits, steps = model.forward_early_exit(x, threshold=0.0)  # always confident: glance only
+    torch.testing.assert_close(logits, full.step_logits[:, 0], rtol=1e-4, atol=1e-5)
+    assert (steps == 1).all()
+
+
+def test_input_errors_are_clear():
+    model = EnhancedFocusNet2D(1, 2)
+    with pytest.raises(ValueError, match=r"1 channel\(s\)"):
+        model(torch.randn(2, 3, 28, 28))
+    with pytest.raises(ValueError, match="2D batch"):
+        model(torch.randn(2, 28, 28))
+    with pytest.raises(ValueError, match="floating-point"):
+        model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="unknown FocusNet option"):
+        FocusNetConfig.from_dict({"saccades": 3})
+    with pytest.raises(ValueError, match="multiple of 4"):
+        EnhancedFocusNet2D(1, 2, glimpse_size=10)
+
+
+def test_public_building_blocks():
+    block2d, block3d = AdvancedMPKBlock2D(3, 16, num_scales=2), AdvancedMPKBlock3D(1, 8)
+    out, gates = block2d.forward_with_gates(torch.randn(2, 6, 16, 16))
+    assert out.shape == (2, 16, 8, 8)
+    torch.testing.assert_close(gates.sum(1), torch.ones(2))
+    assert block3d(torch.randn(2, 1, 8, 8, 8)).shape == (2, 8, 4, 4, 4)
+    streams = [torch.ones(2, 4, 3, 3), 3 * torch.ones(2, 4, 3, 3)]
+    norm = CrossNormalization(2, init_coupling=0.5)
+    normed = norm(streams)
+    # energies 1 and 9: each stream divided by sqrt(1 + 0.5 * (1 + 9)) = sqrt(6)
+    torch.testing.assert_close(normed[0], streams[0] / 6**0.5)
+    gru = PredictiveCodingGRU(feature_size=8, hidden_size=12, location_size=4)
+    state, error = gru(gru.init_state(3), torch.randn(3, 8), torch.randn(3, 4))
+    assert state.shape == (3, 12) and error.shape == (3, 8)
+
+
+def test_single_pathway_and_ablation_switches():
+    for options in [dict(pathways="p"), dict(predictive_coding=False), dict(suppression=False), dict(learn_scale=False)]:
+        model = EnhancedFocusNet2D(1, 2, 2, **options)
+        trace = model.forward_trace(torch.randn(2, 1, 28, 28))
+        assert trace.logits.shape == (2, 2)
+    assert EnhancedFocusNet2D(1, 2, 2, pathways="p").forward_trace(torch.randn(2, 1, 28, 28)).gates.shape == (2, 3, 1)
+
+
+def _patch_task(n: int, size: int, seed: int):
+    """Class = orientation of a small striped patch at a random position in noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, size, size, generator=g) * 0.5
+    y = torch.randint(0, 2, (n,), generator=g)
+    stripes = torch.zeros(2, 6, 6)
+    stripes[0, ::2, :] = 1.0
+    stripes[1, :, ::2] = 1.0
+    pos = torch.randint(0, size - 6, (n, 2), generator=g)
+    for i in range(n):
+        r, c = pos[i].tolist()
+        x[i, 0, r : r + 6, c : c + 6] += 2 * stripes[y[i]] - 1
+    return x, y
+
+
+def test_learns_a_patch_at_a_random_position():
+    """A real learning check: the class is decided only by a small patch placed anywhere."""
+    torch.manual_seed(0)
+    x, y = _patch_task(1500, 28, seed=1)
+    x_test, y_test = _patch_task(500, 28, seed=2)
+    model = EnhancedFocusNet2D(1, 2, num_saccades=2)
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    for _ in range(3):
+        model.train()
+        for idx in torch.randperm(len(x)).split(50):
+            trace = model.forward_trace(x[idx])
+            loss = F.cross_entropy(trace.logits, y[idx]) + 0.1 * trace.prediction_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(x_test).argmax(1) == y_test).float().mean().item()
+    assert acc > 0.85, f"accuracy {acc:.3f} on a 2-class task (chance 0.5)"
