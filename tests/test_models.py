@@ -154,7 +154,7 @@ def test_single_pathway_and_ablation_switches():
 def _patch_task(n: int, size: int, seed: int):
     """Class = orientation of a small striped patch at a random position in noise."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, size, size, generator=g) * 0.5
+    x = torch.randn(n, 1, size, size, generator=g) * 0.3
     y = torch.randint(0, 2, (n,), generator=g)
     stripes = torch.zeros(2, 6, 6)
     stripes[0, ::2, :] = 1.0
@@ -162,18 +162,18 @@ def _patch_task(n: int, size: int, seed: int):
     pos = torch.randint(0, size - 6, (n, 2), generator=g)
     for i in range(n):
         r, c = pos[i].tolist()
-        x[i, 0, r : r + 6, c : c + 6] += 2 * stripes[y[i]] - 1
+        x[i, 0, r : r + 6, c : c + 6] += 2 * stripes[y[i]]  # bright, so the glance can find it
     return x, y
 
 
 def test_learns_a_patch_at_a_random_position():
     """A real learning check: the class is decided only by a small patch placed anywhere."""
     torch.manual_seed(0)
-    x, y = _patch_task(1500, 28, seed=1)
+    x, y = _patch_task(2000, 28, seed=1)
     x_test, y_test = _patch_task(500, 28, seed=2)
     model = EnhancedFocusNet2D(1, 2, num_saccades=2)
-    opt = torch.optim.Adam(model.parameters(), 2e-3)
-    for _ in range(3):
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for _ in range(4):
         model.train()
         for idx in torch.randperm(len(x)).split(50):
             trace = model.forward_trace(x[idx])
@@ -184,4 +184,4 @@ def test_learns_a_patch_at_a_random_position():
     model.eval()
     with torch.no_grad():
         acc = (model(x_test).argmax(1) == y_test).float().mean().item()
-    assert acc > 0.85, f"accuracy {acc:.3f} on a 2-class task (chance 0.5)"
+    assert acc > 0.9, f"accuracy {acc:.3f} on a 2-class task (chance 0.5)"
