@@ -185,3 +185,13 @@ def test_learns_a_patch_at_a_random_position():
     with torch.no_grad():
         acc = (model(x_test).argmax(1) == y_test).float().mean().item()
     assert acc > 0.9, f"accuracy {acc:.3f} on a 2-class task (chance 0.5)"
+
+
+def test_compute_is_a_tenth_of_resnet18_and_flat_in_image_size():
+    from focusnet.flops import count_flops
+    from focusnet.models.resnet import resnet18
+
+    model = EnhancedFocusNet2D(1, 2, num_saccades=2)
+    at_28, at_224 = count_flops(model, (1, 1, 28, 28)), count_flops(model, (1, 1, 224, 224))
+    assert at_28 * 10 <= count_flops(resnet18(1, 2), (1, 1, 28, 28))
+    assert at_224 < 1.05 * at_28  # only the box-filter pyramid grows with the pixel count

@@ -27,7 +27,7 @@ class PredictiveCodingGRU(nn.Module):
 
     def init_state(self, batch_size: int) -> torch.Tensor:
         """(B, H), a learned starting state shared by every image."""
-        return self.initial_state.expand(batch_size, -1)
+        return self.initial_state[None].repeat(batch_size, 1)  # a copy: a no-grad view of a leaf confuses hooks
 
     def predict(self, state: torch.Tensor, location: torch.Tensor) -> torch.Tensor:
         """(B, H), (B, L) -> predicted features (B, F)"""
