@@ -11,4 +11,4 @@ test: $(VENV)/.installed
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 demo: $(VENV)/.installed
-	$(PY) -c "from focusnet.data import load_dataset; d = load_dataset('synth-lesion'); print(d.info.flag, {k: len(v) for k, v in d.splits.items()})"
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m focusnet demo

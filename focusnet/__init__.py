@@ -21,6 +21,10 @@ def __getattr__(name: str):
         from .tasks import FocalLoss
 
         return FocalLoss
+    if name in ("load", "Predictor"):  # inference pulls in readers and exporters: only when used
+        from . import inference
+
+        return getattr(inference, name)
     raise AttributeError(f"module 'focusnet' has no attribute {name!r}")
 
 
@@ -35,4 +39,6 @@ __all__ = [
     "FocusNetConfig",
     "FocusTrace",
     "PredictiveCodingGRU",
+    "Predictor",
+    "load",
 ]

@@ -286,8 +286,7 @@ def save_official_csv(path: str | os.PathLike, y_score: np.ndarray) -> None:
     if s.ndim != 2:
         raise FocusNetError(f"y_score must be (N, K), got {s.shape}")
     with open(path, "w", encoding="utf-8") as f:
-        for i, row in enumerate(s.tolist()):
-            f.write(",".join([str(i), *map(repr, row)]) + "\n")
+        f.writelines(",".join([str(i), *map(repr, row)]) + "\n" for i, row in enumerate(s.tolist()))
 
 
 def load_official_csv(path: str | os.PathLike) -> np.ndarray:

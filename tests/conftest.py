@@ -1,4 +1,5 @@
 import os
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch spins on busy 2-core machines otherwise
 
 import os

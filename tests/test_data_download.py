@@ -31,7 +31,7 @@ class Handler(BaseHTTPRequestHandler):
     """/good/<name>: the file; /truncated/<name>: half of it with the full Content-Length;
     /corrupt/<name>: one byte changed; /slow/<name>: waits before answering; anything else: 404."""
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         kind = self.path.strip("/").split("/")[0]
         if kind == "slow":
             time.sleep(1.5)

@@ -71,7 +71,7 @@ def test_drop_last():
 def test_shuffle_deterministic_per_epoch():
     split = make_split(50)
     a, b = TensorLoader(split, 7, shuffle=True, seed=1), TensorLoader(split, 7, shuffle=True, seed=1)
-    order = lambda ld: torch.cat([i for _, _, i in ld]).tolist()  # noqa: E731
+    order = lambda ld: torch.cat([i for _, _, i in ld]).tolist()
     first = order(a)
     assert first == order(b) == order(a)  # same seed and epoch -> same order, repeatable
     assert sorted(first) == list(range(50)) and first != list(range(50))
@@ -109,7 +109,7 @@ def test_bad_arguments():
 def test_loader_with_augment_is_deterministic_and_differs_per_epoch():
     split = make_split(16, size=16)
     aug = Augment(2, max_rotate=10)
-    run = lambda ld: torch.cat([x for x, _, _ in ld])  # noqa: E731
+    run = lambda ld: torch.cat([x for x, _, _ in ld])
     a = TensorLoader(split, 8, shuffle=True, augment=aug)
     b = TensorLoader(split, 8, shuffle=True, augment=aug)
     xa = run(a)

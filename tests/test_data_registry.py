@@ -10,8 +10,8 @@ from focusnet.data import (
     get_dataset_info,
     list_datasets,
     register_dataset,
+    registry,
 )
-from focusnet.data import registry
 from focusnet.data.fakes import fake_info
 from focusnet.errors import FocusNetError
 

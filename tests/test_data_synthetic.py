@@ -9,7 +9,13 @@ import pytest
 from scipy.stats import f_oneway
 from sklearn.linear_model import LogisticRegression
 
-from focusnet.data import get_dataset_info, load_dataset, load_npz, make_lesion_dataset, md5sum
+from focusnet.data import (
+    get_dataset_info,
+    load_dataset,
+    load_npz,
+    make_lesion_dataset,
+    md5sum,
+)
 from focusnet.data import synthetic as syn
 
 MULTI, BINARY, MULTI_LABEL = "multi-class", "binary-class", "multi-label, binary-class"

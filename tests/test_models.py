@@ -10,7 +10,6 @@ from focusnet import (
     CrossNormalization,
     EnhancedFocusNet2D,
     EnhancedFocusNet3D,
-    FocusNet,
     FocusNetConfig,
     PredictiveCodingGRU,
 )

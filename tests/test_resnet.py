@@ -6,7 +6,14 @@ import torchvision
 from torch import nn
 
 from focusnet.errors import FocusNetError
-from focusnet.models.resnet import RESNETS, resnet18, resnet18_3d, resnet18_224, resnet50, resnet50_224
+from focusnet.models.resnet import (
+    RESNETS,
+    resnet18,
+    resnet18_3d,
+    resnet18_224,
+    resnet50,
+    resnet50_224,
+)
 
 
 def on_meta(factory, *args):

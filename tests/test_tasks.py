@@ -9,7 +9,15 @@ from medmnist import INFO
 from torchvision.ops import sigmoid_focal_loss
 
 from focusnet.errors import FocusNetError
-from focusnet.tasks import BINARY, MULTI_CLASS, MULTI_LABEL, ORDINAL, FocalLoss, TaskSpec, make_criterion
+from focusnet.tasks import (
+    BINARY,
+    MULTI_CLASS,
+    MULTI_LABEL,
+    ORDINAL,
+    FocalLoss,
+    TaskSpec,
+    make_criterion,
+)
 
 LN2 = math.log(2)
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import FocusNetError
+from ..fileio import write_text
 from .download import check_md5, download_file
 from .registry import SPLITS, DatasetInfo, default_data_dir, get_dataset_info
 from .synthetic import boxes_path, ensure_synthetic
@@ -252,7 +253,7 @@ def _mapped_images(path: str, md5: str | None) -> dict[str, np.ndarray]:
 def cache_dir_for(path: str) -> str:
     """`<name>_npy/` beside the npz if that folder is writable, else a per-user cache."""
     folder, name = os.path.split(os.path.abspath(path))
-    stem = name[: -len(".npz")] if name.endswith(".npz") else name
+    stem = name.removesuffix(".npz")
     if _writable(folder):
         return os.path.join(folder, f"{stem}_npy")
     root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "focusnet", "npy")
@@ -294,16 +295,9 @@ def _build_cache(path: str, cache: str, keys: list[str]) -> None:
                 finally:
                     if os.path.exists(tmp):
                         os.remove(tmp)
-        _atomic_write_text(os.path.join(cache, "source.json"), json.dumps(_source_stamp(path)))
+        write_text(os.path.join(cache, "source.json"), json.dumps(_source_stamp(path)))
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise FocusNetError(
             f"Cannot build the memory-map cache {cache} for {path} ({type(e).__name__}: {e}); "
             f"free disk space, set {CACHE_ENV}, or pass mmap=False."
         ) from None
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

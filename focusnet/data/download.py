@@ -62,7 +62,7 @@ def download_file(url: str, dest_path: str, md5: str | None, timeout: float = 60
         return dest_path
     except FocusNetError:
         raise
-    except (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError) as e:
+    except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as e:
         raise FocusNetError(_failure_message(url, md5, dest_path, _reason(e))) from None
     finally:
         if os.path.exists(part):

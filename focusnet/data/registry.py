@@ -96,7 +96,7 @@ def _medmnist_info(flag: str, meta: dict) -> DatasetInfo:
 
 
 def _synthetic_infos() -> list[DatasetInfo]:
-    from .synthetic import SYNTHETIC_SPECS  # local import: synthetic imports this module
+    from .synthetic import SYNTHETIC_SPECS  # noqa: I001 - local import: synthetic imports this module
 
     return [spec.info() for spec in SYNTHETIC_SPECS.values()]
 

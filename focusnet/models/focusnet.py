@@ -24,8 +24,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .glimpse import GlimpseSensor, ImagePyramid, base_grid, glimpse_boxes
 from .integrator import PredictiveCodingGRU
@@ -67,7 +67,7 @@ class FocusNetConfig:
             raise ValueError("in_channels and num_classes must be >= 1")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "FocusNetConfig":
+    def from_dict(cls, values: dict) -> FocusNetConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -201,7 +201,7 @@ class FocusNet(nn.Module):
         """state (B, H), glance keys (B, N, K), earlier fixations (B, t, d)
         -> centre (B, d) strictly inside the image, foveal half-width (B,)."""
         d, fovea = self.config.spatial_dims, self.config.fovea
-        cells = base_grid(round(keys.shape[1] ** (1 / d)), d, h.device, h.dtype).reshape(-1, d)  # (N, d)
+        cells = base_grid(round(int(keys.shape[1]) ** (1 / d)), d, h.device, h.dtype).reshape(-1, d)  # (N, d)
         scores = (keys @ self.query(h)[:, :, None])[..., 0] / math.sqrt(KEY_SIZE)  # (B, N)
         if visited.shape[1]:
             near = torch.exp(-(cells[None, None] - visited[:, :, None]).pow(2).sum(-1) / (2 * fovea**2))  # (B, t, N)

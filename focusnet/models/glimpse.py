@@ -37,7 +37,7 @@ class ImagePyramid:
     def min_side(self) -> int:
         return min(self.levels[0].shape[2:])
 
-    def subset(self, keep: torch.Tensor) -> "ImagePyramid":
+    def subset(self, keep: torch.Tensor) -> ImagePyramid:
         """The pyramid of the images selected by a boolean mask (B,), reusing built levels."""
         pyramid = ImagePyramid.__new__(ImagePyramid)
         pyramid.levels = [level[keep] for level in self.levels]

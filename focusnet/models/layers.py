@@ -7,8 +7,10 @@ networks do, and builds its convolutions and norms through these helpers.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
+
+from ..errors import FocusNetError
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _BATCHNORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -65,14 +67,22 @@ def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).mean(dim=2)
 
 
-def check_input(x: torch.Tensor, spatial_dims: int, in_channels: int, name: str) -> None:
-    """Fail at the module boundary with one line that says which shape was expected."""
+class InputError(FocusNetError, ValueError):
+    """An input batch the model cannot take: a FocusNetError (one line, exit code 2 in the CLI)
+    that is also a ValueError, as it was before."""
+
+
+def check_input(x: torch.Tensor, spatial_dims: int, in_channels: int, name: str, dtype: torch.dtype = torch.float32) -> None:
+    """Fail at the module boundary with one line that says which shape (and dtype: the model's,
+    float32 unless it was converted) was expected."""
     layout = "(B, C, H, W)" if spatial_dims == 2 else "(B, C, D, H, W)"
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError(f"{name} expects a floating-point tensor {layout}, got {type(x).__name__} {getattr(x, 'dtype', '')}")
+        raise InputError(f"{name} expects a floating-point tensor {layout}, got {type(x).__name__} {getattr(x, 'dtype', '')}")
+    if x.dtype != dtype:
+        raise InputError(f"{name} expects {str(dtype).replace('torch.', '')} input (the model's dtype), got {str(x.dtype).replace('torch.', '')}; convert it with .to({dtype})")
     if x.dim() != spatial_dims + 2:
-        raise ValueError(f"{name} expects a {spatial_dims}D batch {layout}, got shape {tuple(x.shape)}")
+        raise InputError(f"{name} expects a {spatial_dims}D batch {layout}, got shape {tuple(x.shape)}")
     if x.shape[1] != in_channels:
-        raise ValueError(f"{name} expects {in_channels} channel(s) in dim 1 of {layout}, got shape {tuple(x.shape)}")
+        raise InputError(f"{name} expects {in_channels} channel(s) in dim 1 of {layout}, got shape {tuple(x.shape)}")
     if x.shape[0] == 0 or min(x.shape[2:]) < 2:
-        raise ValueError(f"{name} needs a non-empty batch and spatial sides >= 2, got shape {tuple(x.shape)}")
+        raise InputError(f"{name} needs a non-empty batch and spatial sides >= 2, got shape {tuple(x.shape)}")

@@ -20,7 +20,14 @@ import math
 import torch
 from torch import nn
 
-from .layers import ViewBatchNorm, avg_pool, check_spatial_dims, conv, conv_norm_act, global_avg_pool
+from .layers import (
+    ViewBatchNorm,
+    avg_pool,
+    check_spatial_dims,
+    conv,
+    conv_norm_act,
+    global_avg_pool,
+)
 
 PATHWAYS = ("m", "p", "k")
 
@@ -139,6 +146,19 @@ class MPKBlock(nn.Module):
 
     def forward_with_gates(self, glimpse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """glimpse (B, S*C, *G) -> (features (B, out_channels, *G/2), gates (B, n_pathways))"""
+        outs = list(self.pathway_maps(glimpse).values())
+        b = glimpse.shape[0]
+        if self.gate is None:
+            return outs[0], glimpse.new_ones(b, 1)
+        gates = torch.softmax(self.gate(torch.cat([global_avg_pool(o) for o in outs], 1)), dim=1)  # (B, n)
+        view = (b, 1) + (1,) * self.spatial_dims
+        # Scaled by n so that a uniform gate keeps the magnitude of a single stream.
+        fused = sum(gates[:, i].view(view) * o for i, o in enumerate(outs)) * len(outs)
+        return fused, gates
+
+    def pathway_maps(self, glimpse: torch.Tensor) -> dict[str, torch.Tensor]:
+        """glimpse (B, S*C, *G) -> {pathway: (B, out_channels, *G/2)}: each stream rectified and
+        cross-normalised, before the gate mixes them (what the figures and Grad-CAM look at)."""
         expected = self.num_scales * self.in_channels
         if glimpse.dim() != self.spatial_dims + 2 or glimpse.shape[1] != expected:
             raise ValueError(
@@ -152,15 +172,9 @@ class MPKBlock(nn.Module):
             "k": lambda: torch.cat([retina["by"], retina["lum"]], 1),
         }
         outs = [torch.relu(self.norms[p](self.streams[p](inputs[p]()))) for p in self.pathways]
-        b = glimpse.shape[0]
-        if self.gate is None:
-            return outs[0], glimpse.new_ones(b, 1)
-        outs = self.cross_norm(outs)
-        gates = torch.softmax(self.gate(torch.cat([global_avg_pool(o) for o in outs], 1)), dim=1)  # (B, n)
-        view = (b, 1) + (1,) * self.spatial_dims
-        # Scaled by n so that a uniform gate keeps the magnitude of a single stream.
-        fused = sum(gates[:, i].view(view) * o for i, o in enumerate(outs)) * len(outs)
-        return fused, gates
+        if self.cross_norm is not None:
+            outs = self.cross_norm(outs)
+        return dict(zip(self.pathways, outs))
 
 
 class AdvancedMPKBlock2D(MPKBlock):

@@ -94,7 +94,7 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        block: type[BasicBlock] | type[Bottleneck],
+        block: type[BasicBlock | Bottleneck],
         layers: Sequence[int],
         in_channels: int = 1,
         num_classes: int = 2,

@@ -1,0 +1,513 @@
+"""The training loop: official MedMNIST protocol by default, one code path for every model.
+
+    run = train(TrainConfig(dataset="pneumoniamnist", epochs=100))
+    run.run_dir  -> results/pneumoniamnist_20261126-101500/
+    run.metrics  -> {"val": {...}, "test": {"acc", "auc", "acc_ci", "auc_ci", "ece", "n"}, ...}
+
+Run folder (written by rank 0, every file atomically):
+    config.json         the resolved TrainConfig plus the model and data descriptions
+    log.csv             one row per epoch: lr, train loss, validation loss/ACC/AUC, timing
+    best_model.pth      weights of the best-validation-AUC epoch (loads with weights_only=True)
+    best_model.safetensors  the same weights
+    last.pth            everything needed to --resume after the last complete epoch
+    metrics.json        val and test ACC/AUC with bootstrap 95% CIs and ECE, for best_model
+    <flag>_{val,test}_[AUC]x_[ACC]y@<run>.csv   predictions in the official evaluator's format
+    report.html         self-contained report (figures embedded); rebuild with `focusnet report <run>`
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..data import Augment, MedMNISTData, TensorLoader, load_dataset
+from ..errors import FocusNetError
+from ..fileio import atomic_path, ensure_dir, link_latest, write_json, write_text
+from ..flops import count_flops, count_params
+from ..metrics import official_csv_name, save_official_csv
+from ..models.factory import build_model, model_config
+from ..models.focusnet import FocusNet
+from ..tasks import make_criterion
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .distributed import (
+    DistContext,
+    barrier,
+    broadcast_flag,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+    sync_buffers,
+)
+from .evaluator import (
+    autocast,
+    eval_loader,
+    full_metrics,
+    predict_logits,
+    quick_metrics,
+)
+
+LOG_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_acc", "val_auc", "best", "epoch_s", "images_per_s", "skipped_steps")
+# Options that may differ on --resume (where and how verbosely it runs, not what it computes).
+RESUME_FREE = ("device", "num_threads", "progress", "report", "output_dir", "data_dir", "amp")
+
+
+class TrainingStopped(FocusNetError):
+    """SIGINT/SIGTERM: stopped at a safe point; the run can be resumed."""
+
+    exit_code = 130
+
+
+@dataclass
+class RunResult:
+    run_dir: str
+    metrics: dict
+    config: TrainConfig
+
+
+class LossModel(nn.Module):
+    """(x, y) -> (loss, logits). Wrapping the loss inside the module lets DDP see one forward that
+    includes FocusNet's auxiliary predictive-coding loss, which needs `forward_trace`."""
+
+    def __init__(self, model: nn.Module, criterion: nn.Module, prediction_loss_weight: float) -> None:
+        super().__init__()
+        self.model, self.criterion = model, criterion
+        self.aux = prediction_loss_weight if isinstance(model, FocusNet) and model.config.predictive_coding else 0.0
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.aux:
+            trace = self.model.forward_trace(x)
+            return self.criterion(trace.logits, y) + self.aux * trace.prediction_loss, trace.logits
+        logits = self.model(x)
+        return self.criterion(logits, y), logits
+
+
+class StopSignal:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each batch (a second SIGINT aborts)."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignal:
+        if hasattr(signal, "SIGTERM") and _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _load_data(cfg: TrainConfig, ctx: DistContext) -> MedMNISTData:
+    # Rank 0 downloads or generates first; the others then read the finished file.
+    if not ctx.is_main:
+        barrier(ctx)
+    data = load_dataset(cfg.dataset, cfg.size, cfg.data_dir, download=cfg.download, as_rgb=cfg.as_rgb)
+    if ctx.is_main:
+        barrier(ctx)
+    return data
+
+
+def data_description(data: MedMNISTData, cfg: TrainConfig) -> dict:
+    """What a checkpoint must remember to preprocess new images like the training data."""
+    info, images = data.info, data.splits["train"].images
+    return {
+        "flag": info.flag,
+        "task": info.task,
+        "num_classes": info.num_classes,
+        "label_names": dict(info.label_names),
+        "in_channels": int(images.shape[1]),
+        "spatial_dims": info.spatial_dims,
+        "size": cfg.size,
+        "as_rgb": cfg.as_rgb,
+        "mean": 0.5,
+        "std": 0.5,
+    }
+
+
+def _class_weights(data: MedMNISTData, cfg: TrainConfig) -> torch.Tensor | None:
+    if cfg.class_weights == "none":
+        return None
+    labels, k = data.splits["train"].labels, data.info.num_classes
+    counts = labels.sum(0).double() if data.info.multi_label else torch.bincount(labels[:, 0], minlength=k).double()
+    if (counts == 0).any():
+        missing = [data.info.label_names.get(str(i), str(i)) for i in torch.nonzero(counts == 0)[:, 0].tolist()]
+        raise FocusNetError(f"class-weighted loss needs every class in the training split; no examples of {missing}")
+    return (counts.sum() / (k * counts)).float()
+
+
+def _batch_size(cfg: TrainConfig, spatial_dims: int, ctx: DistContext) -> int:
+    """Per-process batch: the global batch (128 in 2D, 32 in 3D by default) split over the ranks."""
+    total = cfg.batch_size or (128 if spatial_dims == 2 else 32)
+    if total % ctx.world_size:
+        raise FocusNetError(f"batch size {total} does not divide over {ctx.world_size} processes; pick a multiple of {ctx.world_size}")
+    return total // ctx.world_size
+
+
+def _optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch. Official: x0.1 at 50% and 75% of the epochs (50 and 75 of 100)."""
+    if cfg.scheduler == "multistep":
+        milestones = sorted({max(1, int(m * cfg.epochs)) for m in cfg.milestones})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def new_run_dir(output_dir: str, flag: str) -> str:
+    """results/<flag>_<YYYYmmdd-HHMMSS>[_n]: a fresh folder that no other run uses."""
+    ensure_dir(output_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        path = os.path.join(output_dir, f"{flag}_{stamp}" + (f"_{n}" if n > 1 else ""))
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FocusNetError(f"cannot create a new run folder in {output_dir}; clean it up")
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train(config: TrainConfig, resume: str | None = None, run_dir: str | None = None, link: bool = True) -> RunResult:
+    """Train, select the best-validation-AUC epoch, score it on val and test, write the run folder.
+
+    resume: a run folder (or its last.pth) to continue after its last complete epoch; the stored
+    config is used, except for RESUME_FREE options taken from `config`.
+    run_dir: write here instead of a new results/<flag>_<timestamp> folder.
+    """
+    state = None
+    if resume:
+        run_dir, state, config = _resume_state(resume, config)
+    cfg = config.resolved()
+    ctx = init_distributed(cfg.device)
+    try:
+        return _Run(cfg, ctx, run_dir, state, link).execute()
+    finally:
+        cleanup_distributed()
+
+
+def _resume_state(resume: str, config: TrainConfig) -> tuple[str, dict, TrainConfig]:
+    path = os.path.join(resume, ckpt.LAST) if os.path.isdir(resume) else resume
+    if not os.path.isfile(path):
+        raise FocusNetError(f"nothing to resume at {resume}: no {ckpt.LAST} (a run saves it after its first epoch)")
+    state = ckpt.load_train_state(path)
+    if not isinstance(state.get("config"), dict):
+        raise FocusNetError(f"{path} holds no training config; it is damaged: start a new run")
+    stored = TrainConfig.from_dict(state["config"])
+    defaults = TrainConfig()
+    for name in RESUME_FREE:  # an option left at its default keeps the run's own setting (its --data-dir, threads...)
+        if getattr(config, name) != getattr(defaults, name):
+            setattr(stored, name, getattr(config, name))
+    run_dir = os.path.dirname(os.path.abspath(path))
+    _remove_stale_temporaries(run_dir)
+    return run_dir, state, stored
+
+
+def _remove_stale_temporaries(run_dir: str) -> None:
+    """Temporary files (`<name>.<pid>.tmp`) that a killed process left behind in its run folder."""
+    for name in os.listdir(run_dir):
+        stem, _, pid = name[: -len(".tmp")].rpartition(".") if name.endswith(".tmp") else ("", "", "")
+        if stem and pid.isdigit():
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(run_dir, name))
+
+
+class _Run:
+    """One training run; methods are the phases of `execute`."""
+
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, run_dir: str | None, state: dict | None, link: bool) -> None:
+        self.cfg, self.ctx, self.state, self.link = cfg, ctx, state, link
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.data = _load_data(cfg, ctx)
+        info = self.data.info
+        self.task = info.task
+        self.data_desc = data_description(self.data, cfg)
+        self.model_cfg = model_config(cfg.model, self.data_desc["in_channels"], info.num_classes, info.spatial_dims, cfg.model_options)
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank
+        try:
+            self.model = build_model(self.model_cfg).to(ctx.device)
+        except (TypeError, ValueError) as e:  # e.g. --option width=abc
+            raise FocusNetError(f"cannot build {self.model_cfg['name']} from these options ({type(e).__name__}: {str(e)[:160]}); check the model options") from None
+        self.criterion = make_criterion(self.task, info.num_classes, cfg.loss, _class_weights(self.data, cfg), cfg.focal_gamma).to(ctx.device)
+        self.val_criterion = copy.deepcopy(self.criterion).cpu()  # validation logits come back on the CPU
+        self.loss_model: nn.Module = LossModel(self.model, self.criterion, cfg.prediction_loss_weight)
+        if ctx.distributed:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.loss_model = nn.parallel.DistributedDataParallel(self.loss_model, device_ids=ids)
+        self.optimizer = _optimizer(self.model.parameters(), cfg)
+        self.scheduler = _scheduler(self.optimizer, cfg)
+        self.batch_size = _batch_size(cfg, info.spatial_dims, ctx)
+        self.train_loader = self._train_loader()
+        self.val_loader = eval_loader(self.data.splits["val"], self.batch_size, ctx)
+        self.run_dir = run_dir or broadcast_object(new_run_dir(cfg.output_dir, info.flag) if ctx.is_main else None, ctx)
+        self.start_epoch, self.best, self.log = 0, {"epoch": 0, "auc": -math.inf}, []
+        if state is not None:
+            self._restore(state)
+
+    def _train_loader(self) -> TensorLoader:
+        split, cfg, ctx = self.data.splits["train"], self.cfg, self.ctx
+        per_rank = math.ceil(len(split) / ctx.world_size)
+        augment = Augment(self.data.info.spatial_dims) if cfg.augment else None
+        # BatchNorm cannot train on a last batch of one sample; drop it in that one case.
+        return TensorLoader(split, self.batch_size, shuffle=True, seed=cfg.seed, drop_last=per_rank % self.batch_size == 1, device=ctx.device, augment=augment, rank=ctx.rank, world_size=ctx.world_size)
+
+    # --- resume ---------------------------------------------------------------------------
+    def _restore(self, state: dict) -> None:
+        where = os.path.join(self.run_dir, ckpt.LAST)
+        try:
+            self.model.load_state_dict(state["model"])
+        except (KeyError, TypeError, AttributeError, RuntimeError) as e:
+            raise FocusNetError(f"{where}: weights do not fit the run's {self.model_cfg['name']} model ({ckpt.weights_mismatch(e)}); it is from another run or was edited") from None
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            self.start_epoch, self.best, self.log = int(state["epoch"]), dict(state["best"]), list(state["log"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise FocusNetError(f"{where}: its optimizer, schedule or progress do not fit this run ({type(e).__name__}: {str(e)[:120]}); it is damaged or from another run") from None
+        if not 0 < self.start_epoch <= self.cfg.epochs:
+            raise FocusNetError(f"{where} says epoch {self.start_epoch} of {self.cfg.epochs}; it is damaged or from another run")
+        self._say(f"resuming {self.run_dir} after epoch {self.start_epoch}")
+
+    def _save_train_state(self, epoch: int) -> None:
+        state = {
+            "format": ckpt.TRAIN_STATE_FORMAT,
+            "version": ckpt.VERSION,
+            "config": self.cfg.to_dict(),
+            "epoch": epoch,
+            "model": ckpt.cpu_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "best": self.best,
+            "log": self.log,
+        }
+        ckpt.save_torch(state, os.path.join(self.run_dir, ckpt.LAST))
+
+    # --- phases ---------------------------------------------------------------------------
+    def execute(self) -> RunResult:
+        if self.ctx.is_main:
+            self._write_config()
+        started = time.perf_counter()
+        with StopSignal() as stop:
+            for epoch in range(self.start_epoch, self.cfg.epochs):
+                self._train_epoch(epoch, stop)
+        train_time = time.perf_counter() - started
+        metrics = self._final_metrics(train_time)
+        if self.ctx.is_main:
+            self._write_results(metrics)
+            self._print_summary(metrics)
+            if self.cfg.report:
+                from ..viz.report import (
+                    write_report_or_warn,  # here, so matplotlib loads only once a run ends
+                )
+
+                write_report_or_warn(self.run_dir, self.ctx.device)  # prints a warning instead of raising
+        return RunResult(self.run_dir, metrics, self.cfg)
+
+    def _write_config(self) -> None:
+        write_json(os.path.join(self.run_dir, "config.json"), {"train": self.cfg.to_dict(), "model": self.model_cfg, "data": self.data_desc})
+
+    def _train_epoch(self, epoch: int, stop: StopSignal) -> None:
+        cfg, loader = self.cfg, self.train_loader
+        loader.set_epoch(epoch)
+        self.loss_model.train()
+        started, total, seen, skipped = time.perf_counter(), 0.0, 0, 0
+        n_batches = min(len(loader), cfg.max_batches) if cfg.max_batches else len(loader)
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self._progress(), dynamic_ncols=True)
+        for b, (x, y, _) in enumerate(loader):
+            if b == n_batches:
+                break
+            loss = self._step(x, y, epoch, b)
+            if loss is None:
+                skipped += 1
+            else:
+                total += loss * len(x)
+                seen += len(x)
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+            bar.update()
+            if broadcast_flag(stop.received is not None, self.ctx):
+                bar.close()
+                self._stopped(epoch, stop.received or "a stop signal")
+        bar.close()
+        if skipped and skipped * 2 > n_batches:
+            raise FocusNetError(f"epoch {epoch + 1}: {skipped} of {n_batches} steps had a non-finite loss; lower --lr (the last good checkpoint is kept in {self.run_dir})")
+        if not torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all():  # never save NaN weights over good ones
+            raise FocusNetError(f"epoch {epoch + 1}: the weights became non-finite; lower --lr or set --grad-clip (the last good checkpoint is kept in {self.run_dir})")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        elapsed = time.perf_counter() - started
+        sync_buffers(self.model, self.ctx)  # every rank validates rank 0's model, the one saved
+        val = quick_metrics(*predict_logits(self.model, self.val_loader, self.ctx, cfg.amp), self.task, self.val_criterion)
+        improved = val["auc"] > self.best["auc"]
+        if improved:
+            self.best = {"epoch": epoch + 1, "auc": val["auc"], "acc": val["acc"]}
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / max(seen, 1), "val_loss": val["loss"], "val_acc": val["acc"], "val_auc": val["auc"], "best": int(improved), "epoch_s": elapsed, "images_per_s": seen * self.ctx.world_size / elapsed, "skipped_steps": skipped}
+        self.log.append(row)
+        if self.ctx.is_main:
+            if improved:
+                ckpt.save_model(self.run_dir, self.model, self.model_cfg, self.data_desc, epoch + 1, {"val": val})
+            self._save_train_state(epoch + 1)
+            self._write_log()
+            self._say(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  val loss {val['loss']:.4f}  acc {val['acc']:.4f}  auc {val['auc']:.4f}{'  *' if improved else ''}  ({elapsed:.1f}s)")
+        barrier(self.ctx)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, b: int) -> float | None:
+        cfg = self.cfg
+        with autocast(self.ctx.device, cfg.amp):
+            loss, _ = self.loss_model(x, y)
+        if not torch.isfinite(loss):
+            if cfg.nan_policy == "skip":
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            raise FocusNetError(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {b + 1}; lower --lr or use --nan-policy skip (the last good checkpoint is kept in {self.run_dir})")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _stopped(self, epoch: int, signame: str) -> None:
+        done = self.log[-1]["epoch"] if self.log else self.start_epoch
+        where = f"{self.run_dir}/{ckpt.LAST} (after epoch {done})" if done else "nowhere yet (no epoch finished)"
+        raise TrainingStopped(f"stopped by {signame} during epoch {epoch + 1}; progress saved {where}; resume with: focusnet train --resume {self.run_dir}")
+
+    def _final_metrics(self, train_time: float) -> dict:
+        """Reload the best epoch's weights (on every rank) and score val and test with CIs."""
+        barrier(self.ctx)
+        best = ckpt.load_checkpoint(os.path.join(self.run_dir, ckpt.BEST))
+        self.model.load_state_dict(best.state_dict)
+        metrics = {
+            "dataset": self.data.info.flag,
+            "size": self.cfg.size,
+            "model": self.model_cfg["name"],
+            "preset": self.cfg.preset,
+            "seed": self.cfg.seed,
+            "epochs": self.cfg.epochs,
+            "best_epoch": best.epoch,
+            "params": count_params(self.model),
+            "flops_per_image": count_flops(self.model, (1, self.data_desc["in_channels"], *self.data.splits["test"].images.shape[2:])),
+            "train_time_s": train_time,
+            "world_size": self.ctx.world_size,
+        }
+        self.scores = {}
+        for split in ("val", "test"):
+            loader = eval_loader(self.data.splits[split], self.batch_size, self.ctx)
+            metrics[split], self.scores[split] = full_metrics(*predict_logits(self.model, loader, self.ctx, self.cfg.amp), self.task, self.cfg.n_boot, self.cfg.seed)
+        return metrics
+
+    # --- outputs ---------------------------------------------------------------------------
+    def _write_log(self) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, LOG_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.log)
+        write_text(os.path.join(self.run_dir, "log.csv"), buf.getvalue())
+
+    def _write_results(self, metrics: dict) -> None:
+        name = os.path.basename(self.run_dir.rstrip("/"))
+        for split in ("val", "test"):
+            m = metrics[split]
+            for old in os.listdir(self.run_dir):  # a resumed run replaces its earlier predictions
+                if old.endswith(".csv") and f"_{split}_[AUC]" in old:
+                    os.remove(os.path.join(self.run_dir, old))
+            path = os.path.join(self.run_dir, official_csv_name(self.data.info.flag, split, m["auc"], m["acc"], name, self.cfg.size))
+            with atomic_path(path) as tmp:
+                save_official_csv(tmp, self.scores[split])
+        write_json(os.path.join(self.run_dir, "metrics.json"), metrics)
+        if self.link:
+            link_latest(self.run_dir, os.path.join(os.path.dirname(os.path.abspath(self.run_dir)), f"{self.data.info.flag}_latest"))
+
+    def _print_summary(self, m: dict) -> None:
+        def line(split: str) -> str:
+            s = m[split]
+            return f"  {split:<5} ACC {s['acc']:.4f} [{s['acc_ci'][0]:.3f}, {s['acc_ci'][1]:.3f}]  AUC {s['auc']:.4f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}]  ECE {s['ece']:.4f}  (n={s['n']})"
+
+        self._say(f"{m['model']} on {m['dataset']} ({m['size']} px), best epoch {m['best_epoch']}/{m['epochs']}, {m['train_time_s']:.0f}s")
+        self._say(line("val"))
+        self._say(line("test"))
+        self._say(f"  run folder: {self.run_dir}")
+
+    def _progress(self) -> bool:
+        if not self.ctx.is_main:
+            return False
+        return self.cfg.progress if self.cfg.progress is not None else sys.stderr.isatty()
+
+    def _say(self, message: str) -> None:
+        if self.ctx.is_main:
+            print(message, flush=True)
+
+
+# ----------------------------------------------------------------------------- several seeds
+
+
+def train_seeds(config: TrainConfig, seeds: list[int]) -> tuple[str, dict]:
+    """One run per seed in results/<flag>_<timestamp>/seed_<k>/, plus summary.json with mean and
+    std (ddof=1) of every val/test metric. `<flag>_latest` points at the last seed's run."""
+    cfg = config.resolved()
+    parent = new_run_dir(cfg.output_dir, cfg.dataset)
+    runs = []
+    for seed in seeds:
+        folder = os.path.join(parent, f"seed_{seed}")
+        os.makedirs(folder, exist_ok=True)
+        runs.append(train(TrainConfig.from_dict({**cfg.to_dict(), "seed": seed}), run_dir=folder, link=False))
+    summary = summarize_seeds([r.metrics for r in runs], seeds)
+    write_json(os.path.join(parent, "summary.json"), summary)
+    link_latest(runs[-1].run_dir, os.path.join(cfg.output_dir, f"{cfg.dataset}_latest"))
+    for split in ("val", "test"):
+        s = summary[split]
+        print(f"{len(seeds)} seeds, {split}: ACC {s['acc']['mean']:.4f} +/- {s['acc']['std']:.4f}  AUC {s['auc']['mean']:.4f} +/- {s['auc']['std']:.4f}")
+    print(f"  summary: {os.path.join(parent, 'summary.json')}")
+    return parent, summary
+
+
+def summarize_seeds(metrics: list[dict], seeds: list[int]) -> dict:
+    out: dict = {"seeds": list(seeds), "runs": metrics}
+    for split in ("val", "test"):
+        out[split] = {}
+        for key in ("acc", "auc", "ece"):
+            values = np.array([m[split][key] for m in metrics], dtype=np.float64)
+            out[split][key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "values": values.tolist()}
+    return out

@@ -1,0 +1,247 @@
+"""Trainer, run folder, checkpoints, evaluate, seeds, resume and the train/evaluate CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from focusnet.cli import main
+from focusnet.data import get_dataset_info, list_datasets, registry
+from focusnet.data.fakes import fake_arrays, write_fake_npz
+from focusnet.engine import (
+    TrainConfig,
+    TrainingStopped,
+    evaluate_checkpoint,
+    load_checkpoint,
+    train,
+    train_seeds,
+)
+from focusnet.engine import trainer as trainer_module
+from focusnet.errors import FocusNetError
+from focusnet.metrics import get_acc, get_auc, load_official_csv
+
+TINY = dict(report=False, epochs=2, batch_size=32, max_batches=3, n_boot=20, progress=False, model_options={"width": 8, "feature_channels": 16, "hidden_size": 32})
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def tiny(data_dir, tmp_path, **overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY, "data_dir": data_dir, "output_dir": str(tmp_path / "results"), **overrides})
+
+
+@pytest.fixture(scope="module")
+def run(data_dir, tmp_path_factory):
+    """One tiny training run shared by the run-folder tests."""
+    return train(tiny(data_dir, tmp_path_factory.mktemp("run")))
+
+
+def test_config_presets_resolve():
+    official = TrainConfig().resolved()
+    assert (official.optimizer, official.lr, official.scheduler, official.augment, official.weight_decay) == ("adam", 1e-3, "multistep", False, 0.0)
+    strong = TrainConfig(preset="strong", lr=5e-4).resolved()
+    assert (strong.optimizer, strong.lr, strong.scheduler, strong.augment) == ("adamw", 5e-4, "cosine", True)
+    assert TrainConfig.from_dict(strong.to_dict()) == strong
+
+
+@pytest.mark.parametrize("bad", [{"preset": "fast"}, {"epochs": 0}, {"optimizer": "lion"}, {"milestones": (0.5, 1.5)}, {"device": "tpu"}])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(FocusNetError):
+        TrainConfig(**bad).resolved()
+
+
+def test_official_schedule_drops_lr_at_half_and_three_quarters():
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = trainer_module._scheduler(opt, TrainConfig(epochs=100).resolved())
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[49] == pytest.approx(1e-3) and lrs[50] == pytest.approx(1e-4) and lrs[74] == pytest.approx(1e-4) and lrs[75] == pytest.approx(1e-5)
+
+
+def test_run_folder_contents(run):
+    d = run.run_dir
+    for name in ("config.json", "log.csv", "best_model.pth", "best_model.safetensors", "last.pth", "metrics.json"):
+        assert os.path.getsize(os.path.join(d, name)) > 0, name
+    with open(os.path.join(d, "log.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    metrics = json.load(open(os.path.join(d, "metrics.json")))
+    assert set(metrics["test"]) >= {"acc", "auc", "acc_ci", "auc_ci", "ece", "n"}
+    assert metrics["test"]["acc_ci"][0] <= metrics["test"]["acc"] <= metrics["test"]["acc_ci"][1]
+    latest = os.path.join(os.path.dirname(d), "synth-lesion_latest")
+    assert os.path.realpath(latest) == os.path.realpath(d)
+    assert not [f for f in os.listdir(d) if f.endswith(".tmp")]
+
+
+def test_best_epoch_has_best_validation_auc(run):
+    with open(os.path.join(run.run_dir, "log.csv")) as f:
+        rows = list(csv.DictReader(f))
+    best = max(rows, key=lambda r: float(r["val_auc"]))  # first of ties, like the trainer
+    assert run.metrics["best_epoch"] == int(best["epoch"])
+    assert run.metrics["val"]["auc"] == pytest.approx(float(best["val_auc"]), abs=1e-12)
+
+
+def test_checkpoint_loads_without_unpickling_code(run):
+    obj = torch.load(os.path.join(run.run_dir, "best_model.pth"), weights_only=True)
+    assert obj["format"] == "focusnet" and obj["data"]["flag"] == "synth-lesion"
+    tensors = load_file(os.path.join(run.run_dir, "best_model.safetensors"))
+    assert tensors.keys() == obj["state_dict"].keys()
+    assert all(torch.equal(tensors[k], obj["state_dict"][k]) for k in tensors)
+    a = load_checkpoint(run.run_dir).build()
+    b = load_checkpoint(os.path.join(run.run_dir, "best_model.safetensors")).build()
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(a(x), b(x))
+
+
+def test_official_csv_reproduces_metrics(run):
+    data = get_dataset_info("synth-lesion")
+    for split in ("val", "test"):
+        (name,) = [f for f in os.listdir(run.run_dir) if f.startswith(f"synth-lesion_{split}_[AUC]")]
+        scores = load_official_csv(os.path.join(run.run_dir, name))
+        labels = _labels(run, split)
+        assert scores.shape == (len(labels), data.num_classes)
+        assert get_auc(labels, scores, data.task) == pytest.approx(run.metrics[split]["auc"], abs=1e-12)
+        assert get_acc(labels, scores, data.task) == pytest.approx(run.metrics[split]["acc"], abs=1e-12)
+
+
+def _labels(run, split):
+    from focusnet.data import load_dataset
+
+    return load_dataset("synth-lesion", data_dir=run.config.data_dir).splits[split].labels.numpy()
+
+
+def test_evaluate_reproduces_metrics_json(run):
+    saved = json.load(open(os.path.join(run.run_dir, "metrics.json")))
+    for split in ("val", "test"):
+        assert evaluate_checkpoint(run.run_dir, split) == saved[split]
+
+
+def test_cli_evaluate_says_it_matches(run, capsys):
+    assert main(["evaluate", "--checkpoint", os.path.join(run.run_dir, "best_model.pth")]) == 0
+    out = capsys.readouterr().out
+    assert "matches" in out and "AUC" in out
+
+
+@pytest.mark.parametrize("flag,model", [("synth-lesion-binary", "focusnet"), ("synth-lesion-multilabel", "focusnet"), ("synth-lesion3d", "focusnet")])
+def test_every_task_type_and_baseline_trains(data_dir, tmp_path, flag, model):
+    options = TINY["model_options"] if model == "focusnet" else {}
+    r = train(tiny(data_dir, tmp_path, dataset=flag, model=model, epochs=1, max_batches=2, batch_size=8, model_options=options))
+    assert 0 <= r.metrics["test"]["auc"] <= 1 and r.metrics["test"]["n"] == get_dataset_info(flag).n_samples["test"]
+
+
+def small_copy(info, n: int):
+    """`info` with n samples per split, and arrays in which every split holds every class."""
+    small = replace(info, n_samples=dict.fromkeys(("train", "val", "test"), n), samples_by_size={}, md5s={})
+    arrays = fake_arrays(small, 28)
+    k = small.num_classes
+    for split in ("train", "val", "test"):
+        if small.multi_label:
+            arrays[f"{split}_labels"] = (np.arange(n)[:, None] + np.arange(k)[None]) % 2
+        else:
+            arrays[f"{split}_labels"] = (np.arange(n) % k)[:, None]
+        arrays[f"{split}_labels"] = arrays[f"{split}_labels"].astype(np.uint8)
+    return small, arrays
+
+
+@pytest.fixture
+def every_flag_small(monkeypatch, tmp_path):
+    """Every MedMNIST flag registered with tiny split sizes, and a generated file for each."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._registry()))
+    folder = tmp_path / "fake"
+    flags = []
+    for info in list_datasets():
+        if info.synthetic:
+            continue
+        small, arrays = small_copy(info, 2 * info.num_classes)
+        registry.register_dataset(small, overwrite=True)
+        write_fake_npz(folder, small, 28, arrays=arrays)
+        flags.append(info.flag)
+    return str(folder), flags
+
+
+def test_every_medmnist_flag_trains_on_generated_files(every_flag_small, tmp_path):
+    folder, flags = every_flag_small
+    assert len(flags) == 18
+    for flag in flags:
+        info = get_dataset_info(flag)
+        r = train(tiny(folder, tmp_path, dataset=flag, epochs=1, batch_size=4, max_batches=1, download=False))
+        assert r.metrics["test"]["n"] == info.n_samples["test"], flag
+    # The ResNet baselines (0.9 GFLOPs per 28-px image, 35 GFLOPs per 28^3 volume: a few images on CPU).
+    for flag, expected in (("breastmnist", "resnet18"), ("adrenalmnist3d", "resnet18_3d")):
+        r = train(tiny(folder, tmp_path, dataset=flag, model="resnet18", epochs=1, batch_size=2, max_batches=1, download=False, model_options={}))
+        assert r.metrics["model"] == expected
+
+
+def test_resume_gives_identical_weights_and_metrics(data_dir, tmp_path, monkeypatch):
+    cfg = tiny(data_dir, tmp_path, epochs=3, dataset="synth-lesion-binary")
+    full = train(cfg)
+    original = trainer_module._Run._train_epoch
+
+    def stop_after_two(self, epoch, stop):
+        if epoch == 2:
+            raise TrainingStopped("simulated stop")
+        original(self, epoch, stop)
+
+    monkeypatch.setattr(trainer_module._Run, "_train_epoch", stop_after_two)
+    with pytest.raises(TrainingStopped):
+        train(cfg)
+    (partial,) = [p for p in os.listdir(cfg.output_dir) if p.startswith("synth-lesion-binary_2") and os.path.join(cfg.output_dir, p) != full.run_dir]
+    monkeypatch.setattr(trainer_module._Run, "_train_epoch", original)
+    resumed = train(TrainConfig(progress=False), resume=os.path.join(cfg.output_dir, partial))
+    a, b = (torch.load(os.path.join(r.run_dir, "last.pth"), weights_only=True)["model"] for r in (full, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for split in ("val", "test"):
+        assert resumed.metrics[split] == full.metrics[split]
+
+
+def test_seeds_summary(data_dir, tmp_path):
+    parent, summary = train_seeds(tiny(data_dir, tmp_path, epochs=1, max_batches=2), [0, 1])
+    aucs = [json.load(open(os.path.join(parent, f"seed_{s}", "metrics.json")))["test"]["auc"] for s in (0, 1)]
+    assert summary["test"]["auc"]["mean"] == pytest.approx(np.mean(aucs))
+    assert summary["test"]["auc"]["std"] == pytest.approx(np.std(aucs, ddof=1))
+    assert json.load(open(os.path.join(parent, "summary.json")))["seeds"] == [0, 1]
+
+
+def test_cli_train_and_script_spelling(data_dir, tmp_path, capsys):
+    args = ["train", "--dataset", "synth-lesion", "--data_dir", data_dir, "--epochs", "1", "--max-batches", "1", "--batch-size", "16", "--n-boot", "10", "--output-dir", str(tmp_path), "--width", "8", "--option", "feature_channels=16", "--hidden-size", "32", "--no-report"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "test  ACC" in out and "run folder" in out
+    cfg = json.load(open(tmp_path / "synth-lesion_latest" / "config.json"))
+    assert cfg["model"]["width"] == 8 and cfg["model"]["feature_channels"] == 16 and cfg["train"]["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (["train", "--dataset", "pneumonia"], "unknown dataset"),
+        (["train", "--dataset", "synth-lesion", "--model", "vgg"], "unknown model"),
+        (["train", "--dataset", "synth-lesion", "--option", "colour=1"], "unknown focusnet option"),
+        (["train", "--resume", "/nonexistent/run"], "nothing to resume"),
+        (["evaluate", "--checkpoint", "/nonexistent/best_model.pth"], "not found"),
+    ],
+)
+def test_cli_errors_are_one_line(args, expect, capsys, tmp_path):
+    code = main([*args, "--output-dir", str(tmp_path)] if args[0] == "train" else args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and expect in err.lower(), err
+
+
+def test_unwritable_output_dir(data_dir, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    with pytest.raises(FocusNetError, match="cannot"):
+        train(tiny(data_dir, tmp_path, output_dir=str(blocked / "results")))

@@ -1,0 +1,202 @@
+"""Seeing where the network looks: figures, report.html, fixation hit rate, official numbers.
+
+Two tiny runs (2D and 3D, a few lesion images each, a small FocusNet, one short epoch) are trained
+once per module through the real trainer, which writes report.html at the end; the tests then
+check that every figure is there and not blank, that the commands work, and that the report
+renders in a headless browser.
+"""
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+from focusnet.cli import main
+from focusnet.data import register_dataset
+from focusnet.data.synthetic import SyntheticSpec, make_lesion_dataset
+from focusnet.engine import TrainConfig, train
+from focusnet.models.pathways import MPKBlock
+from focusnet.official import MEDMNIST_PLUS, MEDMNIST_V2, official_numbers
+from focusnet.viz import REPORT_FIGURES, fixation_hits, hit_rate, write_report_or_warn
+from focusnet.viz.receptive_fields import FieldStats, radial_spectrum, verdict
+
+TINY = {"width": 8, "feature_channels": 16, "hidden_size": 32, "glimpse_size": 8}
+SPLITS = {2: (64, 24, 32), 3: (16, 8, 10)}  # train, val, test
+
+
+def _register(dims: int, folder: str) -> str:
+    flag = f"viz-lesion{dims}d"
+    spec = SyntheticSpec(flag, dims, "multi-class", (0, 1, 2, 3), {28: SPLITS[dims]}, seed=dims)
+    register_dataset(replace(spec.info(), synthetic=False), overwrite=True)  # a plain file in `folder`
+    make_lesion_dataset(os.path.join(folder, f"{flag}.npz"), dims, 28, "multi-class", *SPLITS[dims], seed=dims)
+    return flag
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """{dims: run folder} of a one-epoch tiny FocusNet, trained (and reported) by `train`."""
+    root = tmp_path_factory.mktemp("viz")
+    out = {}
+    for dims in (2, 3):
+        flag = _register(dims, str(root))
+        cfg = TrainConfig(dataset=flag, data_dir=str(root), epochs=1, batch_size=16, model_options=TINY, n_boot=20, device="cpu", output_dir=str(root / "results"), max_batches=2, progress=False)
+        out[dims] = train(cfg, link=False).run_dir
+    return out
+
+
+def _pngs(page: str) -> dict[str, np.ndarray]:
+    """{figure id: decoded RGB(A) image} of every embedded figure."""
+    found = re.findall(r'<figure id="fig-([a-z_]+)"><img alt="[a-z_]+" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    return {name: imread(io.BytesIO(base64.b64decode(data)), format="png") for name, data in found}
+
+
+# ----------------------------------------------------------------------------- report and figures
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_train_writes_a_complete_report(runs, dims):
+    page = open(os.path.join(runs[dims], "report.html"), encoding="utf-8").read()
+    images = _pngs(page)
+    assert sorted(images) == sorted(REPORT_FIGURES)  # every figure referenced, each once
+    for name, img in images.items():
+        assert img.shape[0] > 100 and img.shape[1] > 100 and img[..., :3].std() > 0.02, name  # not blank
+    assert "not available" not in page  # no section failed
+    assert "http://" not in page and "https://" not in page  # opens offline
+    rates = [float(v) for v in re.findall(r"<td>([01]\.\d{3})</td>", page.split("id='hit-rate'")[1])]
+    assert rates and all(0 <= r <= 1 for r in rates)
+    assert "No published MedMNIST numbers" in page and "ECE" in page
+
+
+def test_visualize_command_writes_every_figure(runs, tmp_path):
+    model = os.path.join(runs[2], "best_model.pth")
+    assert main(["visualize", "--model_path", model, "--out", str(tmp_path), "--n", "4", "--pool", "16", "--device", "cpu"]) == 0
+    names = {"fixations", "pathways", "gates_per_class", "receptive_fields", "gradcam"}
+    assert {f[:-4] for f in os.listdir(tmp_path) if f.endswith(".png")} == names
+    for name in names:
+        assert imread(str(tmp_path / f"{name}.png"))[..., :3].std() > 0.02, name
+    result = json.load(open(tmp_path / "hit_rate.json"))
+    assert 0 <= result["hit_rate"] <= 1 and len(result["per_step"]) == 2
+
+
+def test_report_and_hit_rate_commands(runs, tmp_path, capsys):
+    out = tmp_path / "again.html"
+    assert main(["report", runs[2], "--out", str(out), "--n", "2", "--device", "cpu"]) == 0
+    assert sorted(_pngs(out.read_text())) == sorted(REPORT_FIGURES)
+    assert main(["hit-rate", "--checkpoint", runs[3], "--device", "cpu", "--output", str(tmp_path / "h.json")]) == 0
+    assert "fixation hit rate" in capsys.readouterr().out
+    result = json.load(open(tmp_path / "h.json"))
+    assert result["n"] == SPLITS[3][2] and 0 <= result["hit_rate"] <= 1
+
+
+def test_visualize_refuses_another_dataset(runs, capsys):
+    assert main(["visualize", "--model-path", os.path.join(runs[2], "best_model.pth"), "--dataset", "pathmnist"]) == 2
+    assert "was trained on viz-lesion2d" in capsys.readouterr().err
+
+
+def test_report_failure_is_one_warning_line(tmp_path, capsys):
+    assert write_report_or_warn(str(tmp_path / "missing")) is None
+    err = capsys.readouterr().err
+    assert err.startswith("warning: report.html not written") and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- headless browser
+
+
+def _browser() -> str | None:
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable") if shutil.which(b)), None)
+
+
+def test_report_renders_in_headless_chromium(runs, tmp_path):
+    browser = _browser()
+    if browser is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but no chromium/google-chrome found; .ci/run installs chromium")
+        pytest.skip("no headless browser (chromium, chromium-browser, google-chrome) installed")
+    shot = tmp_path / "shot.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400", f"--screenshot={shot}", "file://" + os.path.join(runs[2], "report.html")]
+    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    img = imread(str(shot))[..., :3]
+    ink = (img.mean(axis=2) < 0.9).mean()  # share of pixels that are not (near) white
+    assert img.std() > 0.05 and ink > 0.05, f"blank screenshot (std {img.std():.3f}, ink {ink:.3f})"
+
+
+# ----------------------------------------------------------------------------- hand-computed values
+
+
+def test_fixation_hits_hand_computed():
+    box = [-0.5, -0.5, 0.0, 0.0]  # x in [-0.5, 0], y in [-0.5, 0]
+    fixations = np.array(
+        [
+            [[-0.2, -0.2], [0.5, 0.5], [-0.25, -0.1]],  # glance inside (never counts), miss, hit
+            [[0.0, 0.0], [0.0, 0.0], [0.9, 0.9]],  # hit on the corner (edges count), miss
+            [[0.0, 0.0], [0.8, -0.9], [-0.6, -0.2]],  # miss, miss (x just outside)
+        ]
+    )
+    hits = fixation_hits(fixations, np.array([box] * 3, dtype=np.float32))
+    assert hits.tolist() == [[False, True], [True, False], [False, False]]
+    r = hit_rate(fixations, np.array([box] * 3), n_random=4000)
+    assert r["hit_rate"] == pytest.approx(2 / 3) and r["per_step"] == pytest.approx([1 / 3, 1 / 3])
+    assert r["n"] == 3 and r["saccades"] == 2
+    # Random fixations: the box holds 1/16 of the image, so 1 - (15/16)^2 of images get a hit.
+    assert r["random_hit_rate"] == pytest.approx(1 - (15 / 16) ** 2, abs=0.01)
+
+
+def test_fixation_hits_multi_label_ignores_absent_lesions():
+    lesions = np.array([[[np.nan] * 4, [0.5, 0.5, 1.0, 1.0]]], dtype=np.float32)  # (1 image, 2 labels, 4)
+    fixations = np.array([[[0, 0], [0.0, 0.0], [0.7, 0.6]]])
+    assert fixation_hits(fixations, lesions).tolist() == [[False, True]]
+    whole = np.array([[-1.0, -1.0, 1.0, 1.0]])
+    assert hit_rate(fixations, whole)["random_hit_rate"] == 1.0
+
+
+def test_radial_spectrum_of_constant_and_stripes():
+    flat = np.ones((2, 8, 8))
+    _, power, centroid, high = radial_spectrum(flat)
+    assert centroid == 0 and high == 0 and power[0] == pytest.approx(1)
+    stripes = np.broadcast_to((-1.0) ** np.arange(8), (3, 8, 8))  # along x: 0.5 cycles/sample
+    freqs, power, centroid, high = radial_spectrum(stripes)
+    assert centroid == pytest.approx(0.5) and high == pytest.approx(1) and freqs[power.argmax()] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "m,p,start",
+    [((0.1, 0.2), (0.3, 0.6), "As designed"), ((0.4, 0.7), (0.3, 0.6), "Not as designed"), ((0.1, 0.7), (0.3, 0.6), "Mixed")],
+)
+def test_receptive_field_verdict(m, p, start):
+    def stats(name, centroid, high):
+        return FieldStats(name, "glimpse", np.ones((4, 4)), np.zeros(1), np.ones(1), centroid, high)
+
+    line = verdict([stats("M (magno)", *m), stats("P (parvo)", *p)])
+    assert line.startswith(start) and "\n" not in line
+    assert verdict([stats("P (parvo)", *p)]).startswith("M/P comparison not possible")
+
+
+def test_pathway_maps_are_what_the_gate_mixes():
+    block = MPKBlock(3, 16, spatial_dims=2, num_scales=2, width=8).eval()
+    glimpse = torch.randn(2, 6, 8, 8)
+    fused, gates = block.forward_with_gates(glimpse)
+    maps = block.pathway_maps(glimpse)
+    assert list(maps) == ["m", "p", "k"] and all(m.shape == (2, 16, 4, 4) for m in maps.values())
+    mixed = sum(gates[:, i, None, None, None] * m for i, m in enumerate(maps.values())) * 3
+    torch.testing.assert_close(fused, mixed)
+
+
+def test_official_numbers_quoted_with_source():
+    rows = official_numbers("pathmnist_64")
+    first = rows[0]
+    assert (first.method, first.acc, first.auc, first.source) == ("ResNet-18 (28)", 0.907, 0.983, MEDMNIST_V2)
+    plus = rows[-1]
+    assert plus.source == MEDMNIST_PLUS and (plus.acc, plus.auc) == pytest.approx((0.8893, 0.9857))
+    three_d = official_numbers("nodulemnist3d")
+    assert len(three_d) == 8 and three_d[2].method == "ResNet-18+ACS" and (three_d[2].acc, three_d[2].auc) == (0.847, 0.873)
+    assert official_numbers("synth-lesion") == []
