@@ -1,0 +1,136 @@
+"""Official-protocol accuracy: FocusNet and ResNet-18 trained by the same command, mean +/- std
+over seeds, beside the published MedMNIST numbers.
+
+Each row is `focusnet train --seeds ...` on one dataset with one model and epoch budget. Rows
+accumulate in benchmarks/results/protocol.json (a row already there is skipped, so a long
+benchmark can be stopped and continued); benchmarks/results/protocol.md is regenerated from the
+JSON, and `python benchmarks/report.py` folds it into BENCHMARKS.md.
+
+    # the side-by-side rows (same reduced budget for both models) and FocusNet's full protocol:
+    python benchmarks/protocol.py --datasets breastmnist --models focusnet resnet18 --epochs 10
+    python benchmarks/protocol.py --datasets breastmnist pneumoniamnist --models focusnet --epochs 100
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning on shared cores
+
+import argparse
+import json
+import shlex
+import sys
+import time
+
+import torch
+
+from focusnet.engine import TrainConfig, train_seeds
+from focusnet.engine.distributed import pick_device
+from focusnet.fileio import write_json, write_text
+from focusnet.official import official_numbers
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "protocol.json")
+MARKDOWN = os.path.join(HERE, "results", "protocol.md")
+DATA_DIR = os.path.join(HERE, "..", "..", "shared", "data", "medmnist")
+OFFICIAL_METHOD = {2: "ResNet-18 (28)", 3: "ResNet-18+3D"}
+
+
+def row_key(row: dict) -> tuple:
+    return (row["dataset"], row["size"], row["model"], row["preset"], row["epochs"], tuple(row["seeds"]))
+
+
+def load_rows(path: str = RESULTS) -> list[dict]:
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["rows"]
+
+
+def run_row(dataset: str, size: int, model: str, preset: str, epochs: int, seeds: list[int], data_dir: str, device: str, output_dir: str) -> dict:
+    cfg = TrainConfig(dataset=dataset, size=size, model=model, preset=preset, epochs=epochs, data_dir=data_dir, device=device, output_dir=output_dir, report=False, progress=False, download=False)
+    started = time.perf_counter()
+    parent, summary = train_seeds(cfg, seeds)
+    wall = time.perf_counter() - started
+    runs = summary["runs"]
+    return {
+        "dataset": dataset,
+        "size": size,
+        "model": runs[0]["model"],
+        "preset": preset,
+        "epochs": epochs,
+        "seeds": list(seeds),
+        "test": summary["test"],
+        "val": summary["val"],
+        "best_epochs": [r["best_epoch"] for r in runs],
+        "params": runs[0]["params"],
+        "flops_per_image": runs[0]["flops_per_image"],
+        "wall_s": wall,
+        "machine": machine(pick_device(device)),
+        "command": "python benchmarks/protocol.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "run_folder": os.path.relpath(parent, os.path.join(HERE, "..")),
+    }
+
+
+def machine(device: torch.device) -> str:
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU only, {os.cpu_count()} cores"
+    return f"{where}, torch {torch.__version__}"
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "## Accuracy under the official MedMNIST protocol",
+        "",
+        "Test ACC and AUC, mean +/- std (ddof=1) over the seeds, of the best-validation-AUC epoch;",
+        "Adam 1e-3, MultiStepLR x0.1 at 50%/75% of the epochs, batch 128 (2D) / 32 (3D), no augmentation.",
+        "The published numbers are MedMNIST v2's 100-epoch ResNet-18 (Yang et al. 2023), quoted, not rerun.",
+        "Rows with fewer than 100 epochs are a reduced budget given equally to both models (2 CPU cores cannot afford",
+        "100 ResNet-18 epochs); wall time is the whole row (all seeds) on the machine named.",
+        "",
+        "| dataset | model | epochs | seeds | test ACC | test AUC | published ResNet-18 ACC / AUC | MFLOPs/image | params | wall time | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["dataset"], -r["epochs"], r["model"])):
+        dims = 3 if r["dataset"].endswith("3d") else 2
+        ref = [o for o in official_numbers(r["dataset"]) if o.method == OFFICIAL_METHOD[dims]]
+        published = f"{ref[0].acc:.3f} / {ref[0].auc:.3f}" if ref else "n/a"
+        t = r["test"]
+        lines.append(
+            f"| {r['dataset']} ({r['size']}) | {r['model']} | {r['epochs']} | {len(r['seeds'])} | "
+            f"{t['acc']['mean']:.3f} +/- {t['acc']['std']:.3f} | {t['auc']['mean']:.3f} +/- {t['auc']['std']:.3f} | {published} | "
+            f"{r['flops_per_image'] / 1e6:,.1f} | {r['params']:,} | {r['wall_s'] / 60:.1f} min | {r['machine']} |"
+        )
+    lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=["breastmnist", "pneumoniamnist", "adrenalmnist3d"])
+    p.add_argument("--models", nargs="+", default=["focusnet", "resnet18"])
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--preset", default="official")
+    p.add_argument("--data-dir", default=DATA_DIR)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--output-dir", default=os.path.join(HERE, "runs"))
+    args = p.parse_args()
+    rows = load_rows()
+    done = {row_key(r) for r in rows}
+    for dataset in args.datasets:
+        for model in args.models:
+            key = (dataset, args.size, model if not (model == "resnet18" and dataset.endswith("3d")) else "resnet18_3d", args.preset, args.epochs, tuple(args.seeds))
+            if key in done:
+                print(f"skip {key}: already in {RESULTS}")
+                continue
+            rows.append(run_row(dataset, args.size, model, args.preset, args.epochs, args.seeds, args.data_dir, args.device, args.output_dir))
+            write_json(RESULTS, {"rows": rows})
+            write_text(MARKDOWN, markdown(rows))
+    write_text(MARKDOWN, markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
