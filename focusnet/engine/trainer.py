@@ -269,6 +269,7 @@ class _Run:
             self.model = build_model(self.model_cfg).to(ctx.device)
         except (TypeError, ValueError) as e:  # e.g. --option width=abc
             raise FocusNetError(f"cannot build {self.model_cfg['name']} from these options ({type(e).__name__}: {str(e)[:160]}); check the model options") from None
+        torch.manual_seed(cfg.seed + ctx.rank)  # dropout masks differ between ranks
         self.criterion = make_criterion(self.task, info.num_classes, cfg.loss, _class_weights(self.data, cfg), cfg.focal_gamma).to(ctx.device)
         self.val_criterion = copy.deepcopy(self.criterion).cpu()  # validation logits come back on the CPU
         self.loss_model: nn.Module = LossModel(self.model, self.criterion, cfg.prediction_loss_weight)

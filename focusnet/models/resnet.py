@@ -140,6 +140,10 @@ class ResNet(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         layout = "(B, C, H, W)" if self.spatial_dims == 2 else "(B, C, D, H, W)"
+        dtype = self.fc.weight.dtype
+        if not isinstance(x, torch.Tensor) or x.dtype != dtype:
+            got = f"{type(x).__name__} {getattr(x, 'dtype', '')}".strip()
+            raise FocusNetError(f"ResNet expects a {str(dtype).replace('torch.', '')} tensor {layout}, got {got}; convert it with .to({dtype})")
         if x.ndim != self.spatial_dims + 2:
             batchless = x.ndim == self.spatial_dims + 1
             hint = "add a batch dimension" if batchless else "use a model of matching spatial_dims"

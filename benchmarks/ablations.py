@@ -1,0 +1,85 @@
+"""Ablations: does each FocusNet component earn its place?
+
+Variants of the default model, each trained by `focusnet train --seeds ...` with the same preset
+and epoch budget: M/P/K against single pathways, 0/1/2/4 saccades, predictive coding off,
+saccadic suppression off. Test ACC/AUC mean +/- std over seeds, FLOPs per image. Rows accumulate
+in benchmarks/results/ablations.json (done rows are skipped: stop and continue at will).
+
+    python benchmarks/ablations.py --datasets pneumoniamnist synth-lesion --epochs 20
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning on shared cores
+
+import argparse
+import json
+import shlex
+import sys
+import time
+
+from focusnet.engine import TrainConfig, train_seeds
+from focusnet.fileio import write_json, write_text
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "ablations.json")
+VARIANTS = {
+    "default (M+P+K, 2 saccades, predictive coding, suppression)": {},
+    "M pathway only": {"pathways": "m"},
+    "P pathway only": {"pathways": "p"},
+    "K pathway only": {"pathways": "k"},
+    "0 saccades (glance only)": {"num_saccades": 0},
+    "1 saccade": {"num_saccades": 1},
+    "4 saccades": {"num_saccades": 4},
+    "no predictive coding": {"predictive_coding": False},
+    "no saccadic suppression": {"suppression": False},
+}
+
+
+def load_rows() -> list[dict]:
+    if not os.path.isfile(RESULTS):
+        return []
+    with open(RESULTS, encoding="utf-8") as f:
+        return json.load(f)["rows"]
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["## Ablations", "", "Test ACC / AUC, mean +/- std (ddof=1) over seeds; same preset and epochs within a dataset.", ""]
+    lines += ["| dataset | epochs | preset | variant | seeds | test ACC | test AUC | MFLOPs/image |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t = r["test"]
+        lines.append(f"| {r['dataset']} | {r['epochs']} | {r['preset']} | {r['variant']} | {len(r['seeds'])} | {t['acc']['mean']:.3f} +/- {t['acc']['std']:.3f} | {t['auc']['mean']:.3f} +/- {t['auc']['std']:.3f} | {r['flops_per_image'] / 1e6:.1f} |")
+    lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "synth-lesion"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help="names from VARIANTS")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--preset", default="official")
+    p.add_argument("--data-dir", default=os.path.join(HERE, "..", "..", "shared", "data", "medmnist"))
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    rows = load_rows()
+    done = {(r["dataset"], r["variant"], r["epochs"], r["preset"], tuple(r["seeds"])) for r in rows}
+    command = "python benchmarks/ablations.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    for dataset in args.datasets:
+        for variant in args.variants:
+            if (dataset, variant, args.epochs, args.preset, tuple(args.seeds)) in done:
+                continue
+            cfg = TrainConfig(dataset=dataset, model_options=VARIANTS[variant], preset=args.preset, epochs=args.epochs, data_dir=args.data_dir, device=args.device, output_dir=os.path.join(HERE, "runs", "ablations"), report=False, progress=False)
+            started = time.perf_counter()
+            _, summary = train_seeds(cfg, args.seeds)
+            rows.append({"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": time.perf_counter() - started, "command": command})
+            write_json(RESULTS, {"rows": rows})
+            write_text(os.path.join(HERE, "results", "ablations.md"), markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
