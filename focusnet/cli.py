@@ -44,7 +44,10 @@ def _switch(parser: argparse.ArgumentParser, name: str, help: str) -> None:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     _add(d, "--dataset", default=None, help="dataset flag (see `focusnet datasets`); default synth-lesion")
-    _add(d, "--size", type=int, default=None, help="image size: 28 (default), 64, 128, 224")
+    _add(d, "--data", default=None, metavar="PATH", help="your own data instead of --dataset: a MedMNIST-format .npz, a folder with train/ val/ test/ class folders, or a CSV (docs/OWN_DATA.md)")
+    _add(d, "--size", type=_size, default=None, help="image size: 28 (default), 64, 128, 224; with --data any of 28..224, or 'native'")
+    _add(d, "--task", default=None, choices=("binary", "multi-class", "multi-label"), help="with --data: the task type (default: inferred)")
+    _add(d, "--on-bad-image", default=None, choices=("fail", "skip"), help="with --data: stop at unreadable images (default) or leave them out")
     _add(d, "--data-dir", default=None, help="folder with the .npz files (default $FOCUSNET_DATA_DIR or ~/.medmnist)")
     _switch(d, "as-rgb", "repeat grey images to 3 channels")
     _switch(d, "download", "download missing MedMNIST files (default on)")
@@ -68,7 +71,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _add(t, "--grad-clip", type=float, default=None)
     _add(t, "--loss", default=None, choices=("ce", "focal"))
     _add(t, "--focal-gamma", type=float, default=None)
-    _add(t, "--class-weights", default=None, choices=("none", "balanced"))
+    _add(t, "--class-weights", default=None, choices=("none", "balanced"), help="balanced: loss weighted by inverse class frequency")
+    _switch(t, "balanced-sampling", "draw training images with probability 1 / class frequency")
     _add(t, "--prediction-loss-weight", type=float, default=None, help="weight of FocusNet's predictive-coding loss (default 0.1)")
     _add(t, "--seed", type=int, default=None)
     _add(t, "--seeds", type=int, nargs="+", default=None, help="one run per seed and a mean +/- std summary")
@@ -85,7 +89,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _switch(r, "progress", "progress bars (default: when stderr is a terminal)")
 
 
-TRAIN_OPTIONS = ("dataset", "size", "data_dir", "as_rgb", "download", "model", "preset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "scheduler", "augment", "grad_clip", "loss", "focal_gamma", "class_weights", "prediction_loss_weight", "seed", "nan_policy", "n_boot", "max_batches", "device", "amp", "num_threads", "output_dir", "report", "progress")
+TRAIN_OPTIONS = ("dataset", "data", "task", "on_bad_image", "balanced_sampling", "size", "data_dir", "as_rgb", "download", "model", "preset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "scheduler", "augment", "grad_clip", "loss", "focal_gamma", "class_weights", "prediction_loss_weight", "seed", "nan_policy", "n_boot", "max_batches", "device", "amp", "num_threads", "output_dir", "report", "progress")
+
+
+def _size(value: str) -> int | str:
+    return "native" if value.strip().lower() == "native" else int(value)
 
 
 def check_resume_flags(args: argparse.Namespace) -> None:
@@ -152,6 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FocusNetError("--seeds and --resume cannot be combined; resume each seed's run folder on its own")
     if args.resume:
         check_resume_flags(args)
+    if args.data and args.dataset:
+        raise FocusNetError("give --dataset (a registered flag) or --data (your own files), not both")
     config = config_from_args(args)
     if args.seeds:
         train_seeds(config, args.seeds)

@@ -9,6 +9,7 @@ and the synthetic "find the lesion" datasets.
 """
 
 from .augment import Augment
+from .custom import Prepared, prepare_custom
 from .dataset import MedMNISTData, SplitArrays, load_dataset, load_npz
 from .download import check_md5, download_file, md5sum
 from .loader import TensorLoader
@@ -20,14 +21,18 @@ from .registry import (
     list_datasets,
     register_dataset,
 )
+from .sampling import BalancedTensorLoader, balanced_weights
 from .synthetic import make_lesion_dataset
 
 __all__ = [
     "Augment",
+    "BalancedTensorLoader",
     "DatasetInfo",
     "MedMNISTData",
+    "Prepared",
     "SplitArrays",
     "TensorLoader",
+    "balanced_weights",
     "check_md5",
     "default_data_dir",
     "download_file",
@@ -38,5 +43,6 @@ __all__ = [
     "load_npz",
     "make_lesion_dataset",
     "md5sum",
+    "prepare_custom",
     "register_dataset",
 ]

@@ -135,6 +135,14 @@ def get_dataset_info(flag: str) -> DatasetInfo:
     key = flag.strip().lower()
     if key in reg:
         return reg[key]
+    if key.startswith("custom-"):  # a user's dataset prepared earlier, perhaps in another process
+        from .custom import lookup_info  # local import: custom imports this module
+
+        info = lookup_info(key)
+        if info is not None:
+            reg[key] = info
+            return info
+        raise FocusNetError(f"Custom dataset '{flag}' is not in the cache ({os.path.join('$FOCUSNET_CACHE_DIR', 'custom')}); train again with --data PATH to rebuild it.")
     close = difflib.get_close_matches(key, list(reg), n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise FocusNetError(f"Unknown dataset '{flag}'.{hint} Run `focusnet datasets` to list all flags.")

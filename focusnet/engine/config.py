@@ -31,8 +31,11 @@ CLASS_WEIGHTS = ("none", "balanced")
 
 @dataclass
 class TrainConfig:
-    dataset: str = "synth-lesion"  # a registered flag (`focusnet datasets`)
-    size: int = 28
+    dataset: str = "synth-lesion"  # a registered flag (`focusnet datasets`); replaced by custom-<name> with `data`
+    data: str | None = None  # your own data: a MedMNIST-format .npz, an image folder or a CSV (docs/OWN_DATA.md)
+    task: str | None = None  # custom data: binary | multi-class | multi-label (default: inferred)
+    on_bad_image: str = "fail"  # custom data: an unreadable image stops the run ("fail") or is left out ("skip")
+    size: int | str = 28  # custom data may say "native" (the images' own common size)
     data_dir: str | None = None  # default: $FOCUSNET_DATA_DIR or ~/.medmnist
     as_rgb: bool = False
     download: bool = True
@@ -51,6 +54,7 @@ class TrainConfig:
     loss: str = "ce"  # "ce" (BCE for multi-label) or "focal"
     focal_gamma: float = 2.0
     class_weights: str = "none"  # "balanced": inverse class frequency of the training split
+    balanced_sampling: bool = False  # draw training images with probability 1 / class frequency
     prediction_loss_weight: float = 0.1  # FocusNet's auxiliary predictive-coding loss
     seed: int = 0
     device: str = "auto"
@@ -77,6 +81,10 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise FocusNetError(f"unknown {name} {getattr(self, name)!r}; use one of {', '.join(allowed)}")
+        if isinstance(self.size, str) and not (self.size == "native" and self.data):
+            raise FocusNetError(f"size must be a number of pixels ('native' only with --data), got {self.size!r}")
+        if self.on_bad_image not in ("fail", "skip"):
+            raise FocusNetError(f"unknown on_bad_image {self.on_bad_image!r}; use fail or skip")
         if self.epochs < 1:
             raise FocusNetError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 1:

@@ -26,14 +26,23 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..data import Augment, MedMNISTData, TensorLoader, load_dataset
+from ..data import (
+    Augment,
+    BalancedTensorLoader,
+    MedMNISTData,
+    TensorLoader,
+    balanced_weights,
+    load_dataset,
+    prepare_custom,
+)
+from ..data.custom import flag_hint as custom_flag
 from ..errors import FocusNetError
 from ..fileio import atomic_path, ensure_dir, link_latest, write_json, write_text
 from ..flops import count_flops, count_params
@@ -127,14 +136,22 @@ def _in_main_thread() -> bool:
 # ----------------------------------------------------------------------------- setup
 
 
-def _load_data(cfg: TrainConfig, ctx: DistContext) -> MedMNISTData:
-    # Rank 0 downloads or generates first; the others then read the finished file.
+def _load_data(cfg: TrainConfig, ctx: DistContext) -> tuple[MedMNISTData, TrainConfig, dict | None]:
+    """-> (data, cfg, split record). With `cfg.data` the user's files are converted (once, cached)
+    into a registered custom-<name> dataset; the returned cfg names its flag, size and folder,
+    so the run folder's config.json lets evaluate/report/visualize load it again."""
+    # Rank 0 downloads, generates or converts first; the others then read the finished file.
     if not ctx.is_main:
         barrier(ctx)
+    record = None
+    if cfg.data:
+        prep = prepare_custom(cfg.data, cfg.size, cfg.task, cfg.on_bad_image)
+        cfg = replace(cfg, dataset=prep.flag, size=prep.size, data_dir=prep.data_dir)
+        record = prep.record
     data = load_dataset(cfg.dataset, cfg.size, cfg.data_dir, download=cfg.download, as_rgb=cfg.as_rgb)
     if ctx.is_main:
         barrier(ctx)
-    return data
+    return data, cfg, record
 
 
 def data_description(data: MedMNISTData, cfg: TrainConfig) -> dict:
@@ -259,7 +276,8 @@ class _Run:
         self.cfg, self.ctx, self.state, self.link = cfg, ctx, state, link
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.data = _load_data(cfg, ctx)
+        self.data, cfg, self.split_record = _load_data(cfg, ctx)
+        self.cfg = cfg
         info = self.data.info
         self.task = info.task
         self.data_desc = data_description(self.data, cfg)
@@ -291,7 +309,11 @@ class _Run:
         per_rank = math.ceil(len(split) / ctx.world_size)
         augment = Augment(self.data.info.spatial_dims) if cfg.augment else None
         # BatchNorm cannot train on a last batch of one sample; drop it in that one case.
-        return TensorLoader(split, self.batch_size, shuffle=True, seed=cfg.seed, drop_last=per_rank % self.batch_size == 1, device=ctx.device, augment=augment, rank=ctx.rank, world_size=ctx.world_size)
+        common = {"seed": cfg.seed, "drop_last": per_rank % self.batch_size == 1, "device": ctx.device, "augment": augment, "rank": ctx.rank, "world_size": ctx.world_size}
+        if cfg.balanced_sampling:
+            weights = balanced_weights(split.labels, self.data.info.multi_label, self.data.info.num_classes)
+            return BalancedTensorLoader(split, self.batch_size, weights, **common)
+        return TensorLoader(split, self.batch_size, shuffle=True, **common)
 
     # --- resume ---------------------------------------------------------------------------
     def _restore(self, state: dict) -> None:
@@ -349,6 +371,8 @@ class _Run:
 
     def _write_config(self) -> None:
         write_json(os.path.join(self.run_dir, "config.json"), {"train": self.cfg.to_dict(), "model": self.model_cfg, "data": self.data_desc})
+        if self.split_record is not None:  # custom data: which file went to which split
+            write_json(os.path.join(self.run_dir, "split.json"), self.split_record)
 
     def _train_epoch(self, epoch: int, stop: StopSignal) -> None:
         cfg, loader = self.cfg, self.train_loader
@@ -488,7 +512,8 @@ def train_seeds(config: TrainConfig, seeds: list[int]) -> tuple[str, dict]:
     """One run per seed in results/<flag>_<timestamp>/seed_<k>/, plus summary.json with mean and
     std (ddof=1) of every val/test metric. `<flag>_latest` points at the last seed's run."""
     cfg = config.resolved()
-    parent = new_run_dir(cfg.output_dir, cfg.dataset)
+    name = custom_flag(cfg.data) if cfg.data else cfg.dataset
+    parent = new_run_dir(cfg.output_dir, name)
     runs = []
     for seed in seeds:
         folder = os.path.join(parent, f"seed_{seed}")
@@ -496,7 +521,7 @@ def train_seeds(config: TrainConfig, seeds: list[int]) -> tuple[str, dict]:
         runs.append(train(TrainConfig.from_dict({**cfg.to_dict(), "seed": seed}), run_dir=folder, link=False))
     summary = summarize_seeds([r.metrics for r in runs], seeds)
     write_json(os.path.join(parent, "summary.json"), summary)
-    link_latest(runs[-1].run_dir, os.path.join(cfg.output_dir, f"{cfg.dataset}_latest"))
+    link_latest(runs[-1].run_dir, os.path.join(cfg.output_dir, f"{name}_latest"))
     for split in ("val", "test"):
         s = summary[split]
         print(f"{len(seeds)} seeds, {split}: ACC {s['acc']['mean']:.4f} +/- {s['acc']['std']:.4f}  AUC {s['auc']['mean']:.4f} +/- {s['auc']['std']:.4f}")
