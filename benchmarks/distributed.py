@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 from focusnet.fileio import write_json, write_text
 
@@ -26,16 +27,59 @@ def run(nproc: int, workdir: str, args: argparse.Namespace) -> dict:
     out = os.path.join(workdir, f"n{nproc}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    cmd = [*launch, "-m", "focusnet", "train", "--dataset", args.dataset, "--size", str(args.size), "--epochs", str(args.epochs), "--max-batches", str(args.batches), "--batch-size", str(args.batch_size), "--n-boot", "10", "--no-report", "--output-dir", out, "--num-threads", "1"]
+    source = ["--data", args.data] if args.data else ["--dataset", args.dataset]
+    cmd = [*launch, "-m", "focusnet", "train", *source, "--size", str(args.size), "--epochs", str(args.epochs), "--max-batches", str(args.batches), "--batch-size", str(args.batch_size), "--n-boot", "10", "--no-report", "--output-dir", out, "--num-threads", "1"]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
-    # A fresh wrapper process per run, so its children's peak RSS belongs to this run only.
-    wrapper = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    done = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, env=env, capture_output=True, text=True)
-    peak_kib = int(done.stdout.split()[-1])
-    with open(os.path.join(out, f"{args.dataset}_latest", "log.csv")) as f:
+    peak = watch_memory(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), out)
+    (latest,) = [d for d in os.listdir(out) if d.endswith("_latest")]
+    with open(os.path.join(out, latest, "log.csv")) as f:
         rows = list(csv.DictReader(f))
-    return {"nproc": nproc, "images_per_s": float(rows[-1]["images_per_s"]), "peak_rss_mib_max_process": peak_kib / 1024}
+    return {"nproc": nproc, "images_per_s": float(rows[-1]["images_per_s"]), **peak}
+
+
+def watch_memory(proc: subprocess.Popen, marker: str) -> dict:
+    """Poll /proc while `proc` runs: the largest private (RssAnon) and total (VmRSS) resident memory
+    of any training process (command line containing `marker`), in MiB. File-backed pages of the
+    memory-mapped data are shared page cache; private memory is what each process really holds."""
+    anon, total = 0, 0
+    while proc.poll() is None:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+                if marker.encode() not in cmdline or b"torch.distributed.run" in cmdline:
+                    continue  # another process, or the launcher
+                with open(f"/proc/{pid}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            anon = max(anon, int(fields.get("RssAnon", "0 kB").split()[0]))
+            total = max(total, int(fields.get("VmRSS", "0 kB").split()[0]))
+        time.sleep(0.2)
+    if proc.returncode:
+        raise SystemExit(f"training failed: {proc.stderr.read()[-2000:]}")
+    return {"peak_private_mib": anon / 1024, "peak_rss_mib": total / 1024}
+
+
+def large_npz(folder: str, gib: float) -> str:
+    """A binary 2D MedMNIST-format npz of `gib` GiB of 224x224 images, converted once to the
+    FocusNet cache (so the timed runs only read it, memory-mapped)."""
+    import numpy as np
+
+    from focusnet.data.custom import prepare_custom
+
+    n = int(gib * 2**30 / 224**2)
+    path = os.path.join(folder, "large224.npz")
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, count in (("train", n * 8 // 10), ("val", n // 10), ("test", n // 10)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (count, 224, 224), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(count) % 2)[:, None].astype(np.uint8)
+    np.savez(path, **arrays)
+    del arrays
+    prepare_custom(path, size=224)
+    return path
 
 
 def main() -> None:
@@ -44,28 +88,38 @@ def main() -> None:
     p.add_argument("--dataset", default="synth-lesion")
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--data", default=None, help="train on this file/folder (focusnet train --data) instead of --dataset")
     p.add_argument("--epochs", type=int, default=2, help="the last epoch is timed (the first warms up)")
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--large-gib", type=float, default=0.0, help="instead: a generated 224-px npz of this many GiB (memory-mapped), --data")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as work:
+        if args.large_gib:
+            os.environ["FOCUSNET_CACHE_DIR"] = work  # the converted copy goes away with the folder
+            args.data, args.size, args.dataset = large_npz(work, args.large_gib), 224, f"a generated {args.large_gib:g} GiB npz"
         rows = [run(n, work, args) for n in args.nprocs]
     base = rows[0]["images_per_s"] / rows[0]["nproc"]
     for r in rows:
         r["efficiency"] = r["images_per_s"] / (r["nproc"] * base)
     command = "python benchmarks/distributed.py " + " ".join(sys.argv[1:])
-    write_json(os.path.join(HERE, "results", "distributed.json"), {"rows": rows, "command": command})
+    name = "distributed_memory" if args.large_gib else "distributed"
+    write_json(os.path.join(HERE, "results", f"{name}.json"), {"rows": rows, "command": command})
     lines = [
-        "## Data-parallel scaling (torchrun, CPU, gloo)",
+        "## Data-parallel scaling (torchrun, CPU, gloo)" + (": memory on a large memory-mapped file" if args.large_gib else ""),
         "",
         f"FocusNet on {args.dataset} ({args.size} px), global batch {args.batch_size}, {args.batches} batches per epoch, one thread per process, {os.cpu_count()} CPU cores. Command: `{command}`.",
         "",
-        "| processes | images/s (training) | scaling efficiency | peak RSS of the largest process |",
-        "|---|---|---|---|",
+        "Memory: the largest peak over the training processes (the launcher excluded) of private resident memory",
+        "(RssAnon) and of all resident memory (VmRSS, which also counts touched pages of the memory-mapped file:",
+        "shared, reclaimable page cache).",
+        "",
+        "| processes | images/s (training) | scaling efficiency | peak private memory per process | peak resident memory per process |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {r['nproc']} | {r['images_per_s']:.0f} | {r['efficiency']:.2f} | {r['peak_rss_mib_max_process']:.0f} MiB |" for r in rows]
+    lines += [f"| {r['nproc']} | {r['images_per_s']:.0f} | {r['efficiency']:.2f} | {r['peak_private_mib']:.0f} MiB | {r['peak_rss_mib']:.0f} MiB |" for r in rows]
     text = "\n".join(lines) + "\n"
-    write_text(os.path.join(HERE, "results", "distributed.md"), text)
+    write_text(os.path.join(HERE, "results", f"{name}.md"), text)
     print(text)
 
 

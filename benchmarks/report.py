@@ -14,7 +14,7 @@ import re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-ORDER = ("protocol", "performance", "ablations", "early_exit", "scaling", "data_throughput", "distributed", "reliability")
+ORDER = ("protocol", "performance", "ablations", "early_exit", "scaling", "data_throughput", "distributed", "distributed_memory", "reliability")
 README_BLOCK = re.compile(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", re.S)
 
 HEADER = """# FocusNet benchmarks

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from .errors import FocusNetError
 
 # FocusNet options with their own flags; any other FocusNetConfig field goes through --option k=v.
-MODEL_FLAGS = {"num_saccades": int, "glimpse_size": int, "num_scales": int, "fovea": float, "width": int, "hidden_size": int, "pathways": str, "dropout": float}
+MODEL_FLAGS = {"num_saccades": int, "glimpse_size": int, "glance_size": int, "num_scales": int, "fovea": float, "width": int, "hidden_size": int, "pathways": str, "dropout": float}
 MODEL_SWITCHES = ("predictive_coding", "suppression", "learn_scale")
 
 
@@ -52,7 +52,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _switch(d, "as-rgb", "repeat grey images to 3 channels")
     _switch(d, "download", "download missing MedMNIST files (default on)")
     m = p.add_argument_group("model")
-    _add(m, "--model", default=None, help="focusnet (default), resnet18, resnet50 (CIFAR-style, 28 px), resnet18_224, resnet50_224, resnet18_3d")
+    _add(m, "--model", default=None, help="focusnet (default), smallcnn (plain CNN of similar FLOPs), resnet18, resnet50 (CIFAR-style, 28 px), resnet18_224, resnet50_224, resnet18_3d")
     for name, kind in MODEL_FLAGS.items():
         _add(m, "--" + name.replace("_", "-"), type=kind, default=None, help=f"FocusNet {name}")
     for name in MODEL_SWITCHES:

@@ -134,7 +134,7 @@ def test_cli_evaluate_says_it_matches(run, capsys):
     assert "matches" in out and "AUC" in out
 
 
-@pytest.mark.parametrize("flag,model", [("synth-lesion-binary", "focusnet"), ("synth-lesion-multilabel", "focusnet"), ("synth-lesion3d", "focusnet")])
+@pytest.mark.parametrize("flag,model", [("synth-lesion-binary", "focusnet"), ("synth-lesion-multilabel", "focusnet"), ("synth-lesion3d", "focusnet"), ("synth-lesion", "smallcnn")])
 def test_every_task_type_and_baseline_trains(data_dir, tmp_path, flag, model):
     options = TINY["model_options"] if model == "focusnet" else {}
     r = train(tiny(data_dir, tmp_path, dataset=flag, model=model, epochs=1, max_batches=2, batch_size=8, model_options=options))

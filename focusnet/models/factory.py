@@ -7,8 +7,9 @@ from torch import nn
 from ..errors import FocusNetError
 from .focusnet import FocusNet, FocusNetConfig
 from .resnet import RESNETS
+from .smallcnn import SmallCNN
 
-MODEL_NAMES = ("focusnet", *RESNETS)
+MODEL_NAMES = ("focusnet", "smallcnn", *RESNETS)
 
 
 def resolve_model_name(name: str, spatial_dims: int) -> str:
@@ -17,7 +18,7 @@ def resolve_model_name(name: str, spatial_dims: int) -> str:
         return "resnet18_3d"
     if name not in MODEL_NAMES:
         raise FocusNetError(f"unknown model {name!r}; use one of {', '.join(MODEL_NAMES)}")
-    model_dims = 3 if name.endswith("_3d") else 2 if name.startswith("resnet") else spatial_dims
+    model_dims = 3 if name.endswith("_3d") else 2 if name.startswith("resnet") else spatial_dims  # focusnet, smallcnn: both
     if model_dims != spatial_dims:
         raise FocusNetError(f"model {name!r} is {model_dims}D but the data is {spatial_dims}D; use 'focusnet' or 'resnet18'")
     return name
@@ -44,6 +45,8 @@ def build_model(config: dict) -> nn.Module:
     name = values.pop("name")
     if name == "focusnet":
         return FocusNet(FocusNetConfig.from_dict(values))
+    if name == "smallcnn":
+        return SmallCNN(values["in_channels"], values["num_classes"], values["spatial_dims"])
     if name not in RESNETS:
         raise FocusNetError(f"unknown model {name!r} in config; use one of {', '.join(MODEL_NAMES)}")
     return RESNETS[name](values["in_channels"], values["num_classes"])

@@ -5,12 +5,15 @@
                        policy(h) --+--  fixation c (B, d), half-width s (B,)     v
                                               predictive-coding GRU: h (B, H) --> head --> logits (B, K)
 
-Step 0 is the glance: the whole image (c = 0, s = 1) seen through the same sensor, so at low
-resolution. Its feature map becomes a saliency map of keys over image positions. Steps 1..T are
-saccades: the policy turns the integrator state into a query, attends over those keys (minus an
-inhibition of return around places already fixated), and looks at the attention-weighted position
-plus a small learned offset. The soft-argmax keeps the choice differentiable end to end. Compute per
-image depends on T and the glimpse size, not on the image size: a 224-pixel image costs the same
+Step 0 is the glance: the whole image (c = 0, s = 1) seen through the same encoder, sampled at
+`glance_size` per side (28 in 2D: full resolution at 28 px, coarse at 224 px). Its feature map
+becomes a saliency map of keys over image positions. Steps 1..T are saccades: the policy turns the
+integrator state into a query, attends over those keys (minus an inhibition of return around places
+already fixated), and looks at the attention-weighted position plus a small learned offset. The
+soft-argmax keeps the choice differentiable end to end. Each glimpse's trunk map is read out as a
+coarse grid of means plus per-channel peaks (so a small object is not averaged away), and the head
+reads the mean integrator state over the steps so far. Compute per image depends on T and the
+glimpse size, not on the image size: a 224-pixel image costs the same
 as a 28-pixel one (plus a box-filter pyramid, linear in the pixel count).
 
 `forward(x)` returns the final logits; `forward_trace(x)` returns a `FocusTrace` with everything
@@ -44,6 +47,7 @@ class FocusNetConfig:
     spatial_dims: int = 2  # 2: (B, C, H, W); 3: (B, C, D, H, W)
     num_saccades: int = 2  # fixations after the glance; 0 = glance only
     glimpse_size: int = 0  # samples per side of each patch; 0 = 16 in 2D, 12 in 3D
+    glance_size: int = 0  # samples per side of the glance; 0 = 28 in 2D (full resolution at 28 px), glimpse_size in 3D
     num_scales: int = 2  # fovea + rings of twice the width each
     fovea: float = 0.5  # foveal half-width as a fraction of the image half-width
     width: int = 32  # channels inside the pathways
@@ -59,8 +63,11 @@ class FocusNetConfig:
         check_spatial_dims(self.spatial_dims)
         if self.glimpse_size == 0:
             self.glimpse_size = 16 if self.spatial_dims == 2 else 12
-        if self.glimpse_size < 8 or self.glimpse_size % 4:
-            raise ValueError(f"glimpse_size must be a multiple of 4 and >= 8, got {self.glimpse_size}")
+        if self.glance_size == 0:
+            self.glance_size = 28 if self.spatial_dims == 2 else self.glimpse_size
+        for name in ("glimpse_size", "glance_size"):
+            if getattr(self, name) < 8 or getattr(self, name) % 4:
+                raise ValueError(f"{name} must be a multiple of 4 and >= 8, got {getattr(self, name)}")
         if self.num_saccades < 0 or self.num_scales < 1 or not 0 < self.fovea <= 1:
             raise ValueError("need num_saccades >= 0, num_scales >= 1 and 0 < fovea <= 1")
         if self.in_channels < 1 or self.num_classes < 1:
@@ -100,13 +107,15 @@ class FocusNet(nn.Module):
         self.config = cfg = config
         d, ch = cfg.spatial_dims, cfg.feature_channels
         self.sensor = GlimpseSensor(d, cfg.glimpse_size, cfg.num_scales)
+        self.glance_sensor = GlimpseSensor(d, cfg.glance_size, cfg.num_scales)
         views = 2 if cfg.num_saccades else 1  # glance, foveal glimpses: separate norm statistics
         self.encoder = MPKBlock(cfg.in_channels, ch, d, cfg.num_scales, cfg.width, cfg.pathways, views)
         self.trunk = nn.Sequential(
             conv_norm_act(d, ch, ch, views=views), conv_norm_act(d, ch, 2 * ch, stride=2, views=views), conv_norm_act(d, 2 * ch, 2 * ch, views=views)
         )
-        # Pool to a 2^d grid (not to one vector) so the features keep where in the glimpse things are.
-        self.to_features = nn.Sequential(nn.Flatten(), nn.Linear(2 * ch * 2**d, cfg.hidden_size), nn.LayerNorm(cfg.hidden_size))
+        # A 2^d grid of means (where in the glimpse things are) plus the peak of each channel (a
+        # small object among clutter: averaging alone dilutes it below the distractors).
+        self.to_features = nn.Sequential(nn.Linear(2 * ch * (2**d + 1), cfg.hidden_size), nn.LayerNorm(cfg.hidden_size))
         self.location = nn.Sequential(nn.Linear(d + 1, LOCATION_SIZE), nn.ReLU(inplace=True))
         self.integrator = PredictiveCodingGRU(cfg.hidden_size, cfg.hidden_size, LOCATION_SIZE, cfg.predictive_coding)
         if cfg.num_saccades:
@@ -127,7 +136,7 @@ class FocusNet(nn.Module):
 
     def forward_trace(self, x: torch.Tensor) -> FocusTrace:
         """x (B, C, *S) -> FocusTrace of the glance and every saccade."""
-        check_input(x, self.config.spatial_dims, self.config.in_channels, type(self).__name__)
+        check_input(x, self.config.spatial_dims, self.config.in_channels, type(self).__name__, self.head[-1].weight.dtype)
         pyramid = ImagePyramid(x)
         state = self._initial_state(x)
         steps = [self._step(pyramid, state, 0)]
@@ -143,7 +152,7 @@ class FocusNet(nn.Module):
         Confidence: max softmax probability, or for multi-label the least certain label's
         max(p, 1 - p). Returns (logits (B, K), steps taken (B,) counting the glance as 1).
         """
-        check_input(x, self.config.spatial_dims, self.config.in_channels, type(self).__name__)
+        check_input(x, self.config.spatial_dims, self.config.in_channels, type(self).__name__, self.head[-1].weight.dtype)
         b = x.shape[0]
         logits = x.new_zeros(b, self.config.num_classes)
         steps_taken = torch.full((b,), self.config.num_saccades + 1, dtype=torch.long, device=x.device)
@@ -161,7 +170,7 @@ class FocusNet(nn.Module):
             if active.numel() == 0:
                 break
             pyramid = pyramid.subset(keep)
-            state = {k: state[k][keep] for k in ("h", "center", "keys", "visited")}
+            state = {k: state[k][keep] for k in ("h", "h_sum", "center", "keys", "visited")}
         return logits, steps_taken
 
     # --- one step of looking ----------------------------------------------------------------
@@ -177,7 +186,7 @@ class FocusNet(nn.Module):
         else:
             center, half_width = self._fixate(h, previous["keys"], previous["visited"])
             nominal = cfg.fovea
-        glimpse = self.sensor(pyramid, center, half_width, nominal)
+        glimpse = (self.glance_sensor if t == 0 else self.sensor)(pyramid, center, half_width, nominal)
         feature_map, features, gates = self._encode(glimpse, view=min(t, 1))
         location = self.location(torch.cat([center, half_width.log()[:, None]], dim=1))
         gain = self._suppression_gain(center - previous["center"]) if t > 0 else None
@@ -189,10 +198,13 @@ class FocusNet(nn.Module):
             "gates": gates,
             "gain": gain if gain is not None else h.new_ones(h.shape[0], 1),
             "error": error,
-            "logits": self.head(h),
+            "h_sum": h if t == 0 else previous["h_sum"] + h,
             "keys": previous.get("keys"),
             "visited": previous["visited"] if t == 0 else torch.cat([previous["visited"], center[:, None]], dim=1),
         }
+        # The head reads the mean state over all steps so far: every look's evidence reaches the
+        # loss directly, instead of only through the recurrence (which hides the glance early on).
+        step["logits"] = self.head(step["h_sum"] / (t + 1))
         if t == 0 and cfg.num_saccades:
             step["keys"] = self.saliency_keys(feature_map).flatten(2).transpose(1, 2)  # (B, N cells, KEY_SIZE)
         return step
@@ -219,8 +231,7 @@ class FocusNet(nn.Module):
         set_view(self, view)
         fused, gates = self.encoder.forward_with_gates(glimpse)
         feature_map = self.trunk(fused)
-        pool = F.adaptive_avg_pool2d if self.config.spatial_dims == 2 else F.adaptive_avg_pool3d
-        return feature_map, self.to_features(pool(feature_map, 2)), gates
+        return feature_map, self.to_features(grid_and_peak(feature_map)), gates
 
     def _suppression_gain(self, jump: torch.Tensor) -> torch.Tensor | None:
         """Saccade vector (B, d) -> input gain (B, 1): larger jumps take in less."""
@@ -247,6 +258,12 @@ class FocusNet(nn.Module):
             prediction_loss=errors.mean(),
             pathways=self.encoder.pathways,
         )
+
+
+def grid_and_peak(feature_map: torch.Tensor) -> torch.Tensor:
+    """(B, C, *S) -> (B, C * (2^d + 1)): means over a 2^d grid of cells, then the max over all of S."""
+    pool = F.adaptive_avg_pool2d if feature_map.dim() == 4 else F.adaptive_avg_pool3d
+    return torch.cat([pool(feature_map, 2).flatten(1), feature_map.flatten(2).amax(2)], dim=1)
 
 
 def _confidence(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
