@@ -56,7 +56,7 @@ def curve(checkpoint: str, split: str, data_dir: str | None) -> dict:
     labels = torch.cat([y for _, y in batches]).numpy()
     rows = []
     for threshold in THRESHOLDS:
-        wrapper = EarlyExit(model, threshold, d["task"].startswith("multi-label"))
+        wrapper = EarlyExit(model, threshold, d["task"].startswith("multi-label")).eval()  # FLOP counting restores this mode
         flops, logits, steps = 0, [], []
         for x, _ in batches:
             flops += count_flops_on(wrapper, x) * len(x)
