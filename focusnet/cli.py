@@ -111,9 +111,8 @@ def check_resume_flags(args: argparse.Namespace) -> None:
 def config_from_args(args: argparse.Namespace):
     from .engine import TrainConfig
 
-    values = _read_json(args.config).get("train", {}) if args.config else {}
-    if args.config and not values:
-        values = _read_json(args.config)
+    stored = _read_json(args.config) if args.config else {}
+    values = dict(stored.get("train") or stored)  # a run's config.json keeps the options under "train"
     for name in TRAIN_OPTIONS:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
