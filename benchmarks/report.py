@@ -72,6 +72,11 @@ def targets() -> str:
         drop = 100 * (full["acc"] - default["acc"])
         saving = 1 - default["mflops_per_image"] / full["mflops_per_image"]
         rows.append(("early exit at the default threshold: ACC within 0.5 points, less compute", f"{round(-drop, 2) + 0.0:+.2f} points, {100 * saving:.1f}% fewer FLOPs ({exits['dataset']})", _verdict(drop <= 0.5 and saving > 0.05)))
+    data = _load("data_throughput")
+    for r in data["rows"] if data else []:
+        x, floor = r["focusnet"] / r["medmnist"], r["floor"] / r["medmnist"]
+        bound = "" if x >= 20 or floor >= 20 else f"; bound: the bare uint8 gather + float32 conversion alone reaches only {floor:.1f}x"
+        rows.append((f"input pipeline >= 20x medmnist's Dataset + DataLoader: {r['dataset']} ({r['size']})", f"{x:.1f}x{bound}", _verdict(x >= 20)))
     proto = _load("protocol")
     if proto:
         by = {}

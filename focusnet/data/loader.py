@@ -123,18 +123,19 @@ class _BufferPool:
 
     def to_float(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """float32 (B, C, *S) copy of images[idx]."""
-        shape = (len(idx),) + tuple(images.shape[1:])
-        if self._u8 is None or self._u8.shape != shape:
-            self._u8 = torch.empty(shape, dtype=images.dtype)
-        torch.index_select(images, 0, idx, out=self._u8)
-        out = self._free_float(shape).detach()  # a new alias: while the caller holds it, the storage count shows it
-        return out.copy_(self._u8)
+        n, sample = len(idx), tuple(images.shape[1:])
+        if self._u8 is None or self._u8.shape[1:] != sample or self._u8.shape[0] < n:
+            self._u8 = torch.empty((n,) + sample, dtype=images.dtype)
+        u8 = self._u8[:n]  # a shorter last batch reuses the same buffers (no page faults per epoch)
+        torch.index_select(images, 0, idx, out=u8)
+        out = self._free_float(n, sample)[:n]  # a new alias: while the caller holds it, the storage count shows it
+        return out.copy_(u8)
 
-    def _free_float(self, shape: tuple[int, ...]) -> torch.Tensor:
+    def _free_float(self, n: int, sample: tuple[int, ...]) -> torch.Tensor:
         for buf in self._floats:
-            if buf.shape == shape and _only_pool_refs(buf):
+            if buf.shape[1:] == sample and buf.shape[0] >= n and _only_pool_refs(buf):
                 return buf
-        buf = torch.empty(shape, dtype=torch.float32)
+        buf = torch.empty((n,) + sample, dtype=torch.float32)
         self._floats = ([buf] + self._floats)[: self.keep]
         return buf
 
