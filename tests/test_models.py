@@ -151,28 +151,31 @@ def test_single_pathway_and_ablation_switches():
 
 
 def _patch_task(n: int, size: int, seed: int):
-    """Class = orientation of a small striped patch at a random position in noise."""
+    """Class = orientation of a small striped patch at a random position in noise.
+    -> images (n, 1, size, size), labels (n,), patch boxes (n, 4) [x lo, y lo, x hi, y hi] normalised
+    as grid_sample sees them (align_corners=False), the format of the synthetic lesion boxes."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, size, size, generator=g) * 0.3
     y = torch.randint(0, 2, (n,), generator=g)
     stripes = torch.zeros(2, 6, 6)
     stripes[0, ::2, :] = 1.0
     stripes[1, :, ::2] = 1.0
-    pos = torch.randint(0, size - 6, (n, 2), generator=g)
+    pos = torch.randint(0, size - 6, (n, 2), generator=g)  # (row, col) of the top-left pixel
     for i in range(n):
         r, c = pos[i].tolist()
         x[i, 0, r : r + 6, c : c + 6] += 2 * stripes[y[i]]  # bright, so the glance can find it
-    return x, y
+    lo, hi = 2 * pos.float() / size - 1, 2 * (pos.float() + 6) / size - 1
+    return x, y, torch.cat([lo.flip(1), hi.flip(1)], dim=1).numpy()
 
 
-def test_learns_a_patch_at_a_random_position():
-    """A real learning check: the class is decided only by a small patch placed anywhere."""
+@pytest.fixture(scope="module")
+def patch_model():
+    """FocusNet trained for 2 epochs on the patch task (~40 s on 2 cores), and its test split."""
     torch.manual_seed(0)
-    x, y = _patch_task(2000, 28, seed=1)
-    x_test, y_test = _patch_task(500, 28, seed=2)
+    x, y, _ = _patch_task(2000, 28, seed=1)
     model = EnhancedFocusNet2D(1, 2, num_saccades=2)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    for _ in range(4):
+    for _ in range(2):
         model.train()
         for idx in torch.randperm(len(x)).split(50):
             trace = model.forward_trace(x[idx])
@@ -180,10 +183,27 @@ def test_learns_a_patch_at_a_random_position():
             opt.zero_grad()
             loss.backward()
             opt.step()
-    model.eval()
+    return model.eval(), _patch_task(500, 28, seed=2)
+
+
+def test_learns_a_patch_at_a_random_position(patch_model):
+    """A real learning check: the class is decided only by a small patch placed anywhere."""
+    model, (x_test, y_test, _) = patch_model
     with torch.no_grad():
         acc = (model(x_test).argmax(1) == y_test).float().mean().item()
     assert acc > 0.9, f"accuracy {acc:.3f} on a 2-class task (chance 0.5)"
+
+
+def test_trained_saccades_land_on_the_patch_far_more_often_than_random(patch_model):
+    """Nothing tells the policy where the patch is: only the class loss trains it."""
+    from focusnet.viz import hit_rate
+
+    model, (x_test, _, boxes) = patch_model
+    with torch.no_grad():
+        result = hit_rate(model.forward_trace(x_test).fixations.numpy(), boxes)
+    assert result["random_hit_rate"] < 0.15  # a 6-px patch in a 28-px image, 2 saccades
+    assert result["hit_rate"] > 3 * result["random_hit_rate"], result
+    assert max(result["per_step"]) > 3 * max(result["random_per_step"]), result
 
 
 def test_compute_is_a_tenth_of_resnet18_and_flat_in_image_size():
