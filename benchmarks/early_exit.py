@@ -2,9 +2,11 @@
 
 Each test image stops looking after the first step (glance = step 1) whose confidence reaches the
 threshold; only images still looking are computed, so the saving is real. FLOPs are counted on the
-real test images. The row at threshold > 1 is the model with all its fixations.
+real test images. The row at threshold > 1 is the model with all its fixations. The default
+threshold is calibrated on the validation split (focusnet.engine.early_exit): the lowest one whose
+val ACC stays within 0.5 points of all fixations'.
 
-    python benchmarks/early_exit.py --checkpoint benchmarks/runs/breastmnist_<ts>/seed_0
+    python benchmarks/early_exit.py --checkpoint benchmarks/runs/breastmnist_<ts>/seed_0 [more checkpoints]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 from focusnet.data import load_dataset
 from focusnet.engine import load_checkpoint
 from focusnet.engine.distributed import DistContext
+from focusnet.engine.early_exit import calibrate_threshold, step_logits_on
 from focusnet.engine.evaluator import eval_loader
 from focusnet.fileio import write_json, write_text
 from focusnet.flops import count_flops_on
@@ -29,7 +32,6 @@ from focusnet.metrics import get_acc, get_auc, probabilities
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
-DEFAULT_THRESHOLD = 0.9
 
 
 class EarlyExit(nn.Module):
@@ -51,11 +53,13 @@ def curve(checkpoint: str, split: str, data_dir: str | None) -> dict:
     d = ck.data
     model = ck.build()
     data = load_dataset(d["flag"], d["size"], data_dir, as_rgb=d["as_rgb"])
+    val_logits, val_labels = step_logits_on(model, eval_loader(data.splits["val"], 256, DistContext(), d["mean"], d["std"]))
+    calibration = calibrate_threshold(val_logits, val_labels.numpy(), d["task"])
     loader = eval_loader(data.splits[split], 256, DistContext(), d["mean"], d["std"])
     batches = [(x, y) for x, y, _ in loader]
     labels = torch.cat([y for _, y in batches]).numpy()
     rows = []
-    for threshold in THRESHOLDS:
+    for threshold in sorted(set(THRESHOLDS) | {calibration["threshold"] or 1.01}):
         wrapper = EarlyExit(model, threshold, d["task"].startswith("multi-label")).eval()  # FLOP counting restores this mode
         flops, logits, steps = 0, [], []
         for x, _ in batches:
@@ -64,38 +68,48 @@ def curve(checkpoint: str, split: str, data_dir: str | None) -> dict:
             steps.append(wrapper.steps[-1])
         scores = probabilities(torch.cat(logits), d["task"]).numpy()
         steps = torch.cat(steps).float()
-        rows.append({"threshold": threshold, "acc": get_acc(labels, scores, d["task"]), "auc": get_auc(labels, scores, d["task"]), "mean_steps": float(steps.mean()), "mflops_per_image": flops / len(labels) / 1e6})
+        rows.append({"threshold": threshold, "acc": get_acc(labels, scores, d["task"]), "auc": get_auc(labels, scores, d["task"]), "mean_steps": float(steps.mean()), "mflops_per_image": flops / len(labels) / 1e6, "default": threshold == (calibration["threshold"] or 1.01)})
         print(rows[-1], flush=True)
-    return {"checkpoint": checkpoint, "dataset": d["flag"], "split": split, "max_steps": ck.model_config["num_saccades"] + 1, "rows": rows}
+    return {"checkpoint": checkpoint, "dataset": d["flag"], "split": split, "max_steps": ck.model_config["num_saccades"] + 1, "calibration": calibration, "rows": rows}
 
 
-def markdown(result: dict, command: str) -> str:
+def markdown(results: list[dict], command: str) -> str:
+    lines = ["## Selective attention: early exit", "", f"Command: `{command}`."]
+    for result in results:
+        lines += ["", *table(result)]
+    return "\n".join(lines) + "\n"
+
+
+def table(result: dict) -> list[str]:
     full = result["rows"][-1]
     lines = [
-        "## Selective attention: early exit",
-        "",
         f"{result['dataset']} {result['split']} split, checkpoint `{result['checkpoint']}`; steps count the glance (at most {result['max_steps']}).",
-        f"The default threshold is {DEFAULT_THRESHOLD}. Command: `{command}`.",
+        f"The default threshold, {_threshold_text(result['calibration'])}, is calibrated on the validation split: the lowest of 0.50, 0.51, ..., 0.99",
+        f"whose val ACC stays within 0.5 points of all fixations' (val ACC {result['calibration']['acc']:.4f} vs {result['calibration']['acc_all']:.4f}).",
         "",
         "| confidence threshold | mean steps | MFLOPs/image | ACC | AUC | ACC change vs all fixations (points) |",
         "|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        label = "all fixations" if r["threshold"] > 1 else f"{r['threshold']:.2f}" + (" (default)" if r["threshold"] == DEFAULT_THRESHOLD else "")
+        label = ("all fixations" if r["threshold"] > 1 else f"{r['threshold']:.2f}") + (" (default)" if r["default"] else "")
         lines.append(f"| {label} | {r['mean_steps']:.2f} | {r['mflops_per_image']:.1f} | {r['acc']:.4f} | {r['auc']:.4f} | {100 * (r['acc'] - full['acc']):+.2f} |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _threshold_text(calibration: dict) -> str:
+    return "none (every image takes every fixation)" if calibration["threshold"] is None else f"{calibration['threshold']:.2f}"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", nargs="+", required=True, help="one table per checkpoint")
     p.add_argument("--split", default="test")
     p.add_argument("--data-dir", default=os.path.join(HERE, "..", "..", "shared", "data", "medmnist"))
     args = p.parse_args()
-    result = curve(args.checkpoint, args.split, args.data_dir)
+    results = [curve(c, args.split, args.data_dir) for c in args.checkpoint]
     command = "python benchmarks/early_exit.py " + " ".join(sys.argv[1:])
-    write_json(os.path.join(HERE, "results", "early_exit.json"), {**result, "command": command})
-    text = markdown(result, command)
+    write_json(os.path.join(HERE, "results", "early_exit.json"), {"results": results, "command": command})
+    text = markdown(results, command)
     write_text(os.path.join(HERE, "results", "early_exit.md"), text)
     print(text)
 

@@ -85,6 +85,25 @@ def test_run_folder_contents(run):
     assert not [f for f in os.listdir(d) if f.endswith(".tmp")]
 
 
+def test_metrics_hold_early_exit_at_the_validation_calibrated_threshold(run):
+    from focusnet.engine.early_exit import GRID, exit_at, step_logits_on
+    from focusnet.engine.evaluator import eval_loader
+    from focusnet.engine.distributed import DistContext
+    from focusnet.data import load_dataset
+
+    e = json.load(open(os.path.join(run.run_dir, "metrics.json")))["early_exit"]
+    assert e["max_steps"] == 3 and 1 <= e["test"]["mean_steps"] <= 3
+    assert e["val"]["acc"] >= e["val"]["acc_all"] - e["tolerance"] - 1e-9
+    assert e["threshold"] is None or e["threshold"] in GRID
+    if e["threshold"] is not None:  # the test figures follow from the threshold
+        model = load_checkpoint(os.path.join(run.run_dir, "best_model.pth")).build()
+        test = load_dataset("synth-lesion", 28, run.config.data_dir).splits["test"]
+        logits, labels = step_logits_on(model, eval_loader(test, 64, DistContext()))
+        picked, steps = exit_at(logits, e["threshold"], multi_label=False)
+        assert float(steps.float().mean()) == pytest.approx(e["test"]["mean_steps"])
+        assert get_acc(labels.numpy(), torch.softmax(picked, 1).numpy(), "multi-class") == pytest.approx(e["test"]["acc"])
+
+
 def test_best_epoch_has_best_validation_auc(run):
     with open(os.path.join(run.run_dir, "log.csv")) as f:
         rows = list(csv.DictReader(f))

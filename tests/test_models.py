@@ -1,5 +1,6 @@
 """FocusNet core: shapes, gradients, batch independence, determinism, traces, learning."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -112,7 +113,36 @@ def test_early_exit_matches_full_run_and_saves_steps():
     assert (steps == 1).all()
 
 
-def test_input_errors_are_clear():
+def test_early_exit_read_off_the_trace_equals_the_real_early_exit():
+    from focusnet.engine.early_exit import exit_at
+
+    torch.manual_seed(0)
+    model = EnhancedFocusNet2D(1, 3, num_saccades=3).eval()
+    x = torch.randn(16, 1, 28, 28)
+    with torch.no_grad():
+        step_logits = model.forward_trace(x).step_logits
+        for threshold in (0.34, 0.36, 0.38, 0.5):
+            expected, expected_steps = model.forward_early_exit(x, threshold)
+            logits, steps = exit_at(step_logits, threshold, multi_label=False)
+            torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+            assert torch.equal(steps, expected_steps)
+
+
+def test_calibrated_threshold_is_the_lowest_that_keeps_validation_accuracy():
+    from focusnet.engine.early_exit import calibrate_threshold
+
+    # 4 images, 2 steps, 2 classes; all labels 0. The last step is right on every image.
+    # Glance confidences in class 0: 0.6 (right), 0.3 (wrong: 0.7 sure of class 1), 0.95, 0.55.
+    glance = torch.tensor([0.6, 0.3, 0.95, 0.55])
+    last = torch.tensor([0.9, 0.9, 0.9, 0.9])
+    to_logits = lambda p: torch.stack([p.log(), (1 - p).log()], dim=1)
+    step_logits = torch.stack([to_logits(glance), to_logits(last)], dim=1)
+    labels = np.zeros((4, 1), dtype=np.int64)
+    result = calibrate_threshold(step_logits, labels, "multi-class", tolerance=0.005)
+    assert result["acc_all"] == 1.0 and result["acc"] == 1.0
+    assert result["threshold"] == 0.71  # just above image 2's wrong 0.7: it must keep looking
+    assert result["mean_steps"] == 1.75  # only image 3 (0.95) stops at the glance
+
     model = EnhancedFocusNet2D(1, 2)
     with pytest.raises(ValueError, match=r"1 channel\(s\)"):
         model(torch.randn(2, 3, 28, 28))

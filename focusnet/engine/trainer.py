@@ -10,7 +10,8 @@ Run folder (written by rank 0, every file atomically):
     best_model.pth      weights of the best-validation-AUC epoch (loads with weights_only=True)
     best_model.safetensors  the same weights
     last.pth            everything needed to --resume after the last complete epoch
-    metrics.json        val and test ACC/AUC with bootstrap 95% CIs and ECE, for best_model
+    metrics.json        val and test ACC/AUC with bootstrap 95% CIs and ECE, for best_model; for
+                        FocusNet also early exit at the val-calibrated threshold (engine/early_exit.py)
     <flag>_{val,test}_[AUC]x_[ACC]y@<run>.csv   predictions in the official evaluator's format
     report.html         self-contained report (figures embedded); rebuild with `focusnet report <run>`
 """
@@ -53,6 +54,7 @@ from ..models.focusnet import FocusNet
 from ..tasks import make_criterion
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .early_exit import early_exit_summary
 from .distributed import (
     DistContext,
     barrier,
@@ -460,6 +462,10 @@ class _Run:
         for split in ("val", "test"):
             loader = eval_loader(self.data.splits[split], self.batch_size, self.ctx)
             metrics[split], self.scores[split] = full_metrics(*predict_logits(self.model, loader, self.ctx, self.cfg.amp), self.task, self.cfg.n_boot, self.cfg.seed)
+        if isinstance(self.model, FocusNet) and self.model.config.num_saccades:
+            local = DistContext(device=self.ctx.device)  # every rank scores the whole (small) splits itself
+            val, test = (eval_loader(self.data.splits[s], self.batch_size, local) for s in ("val", "test"))
+            metrics["early_exit"] = early_exit_summary(self.model, val, test, self.task)
         return metrics
 
     # --- outputs ---------------------------------------------------------------------------
@@ -492,6 +498,9 @@ class _Run:
         self._say(f"{m['model']} on {m['dataset']} ({m['size']} px), best epoch {m['best_epoch']}/{m['epochs']}, {m['train_time_s']:.0f}s")
         self._say(line("val"))
         self._say(line("test"))
+        if m.get("early_exit") and m["early_exit"]["threshold"] is not None:
+            e = m["early_exit"]
+            self._say(f"  early exit at confidence {e['threshold']:.2f} (calibrated on val): test ACC {e['test']['acc']:.4f} with {e['test']['mean_steps']:.2f} of {e['max_steps']} steps per image")
         self._say(f"  run folder: {self.run_dir}")
 
     def _progress(self) -> bool:

@@ -161,7 +161,7 @@ class FocusNet(nn.Module):
         for t in range(self.config.num_saccades + 1):
             state = self._step(pyramid, state, t)
             logits[active] = state["logits"]
-            done = _confidence(state["logits"], multi_label) >= threshold
+            done = confidence(state["logits"], multi_label) >= threshold
             if t == self.config.num_saccades or not done.any():
                 continue
             steps_taken[active[done]] = t + 1
@@ -266,7 +266,9 @@ def grid_and_peak(feature_map: torch.Tensor) -> torch.Tensor:
     return torch.cat([pool(feature_map, 2).flatten(1), feature_map.flatten(2).amax(2)], dim=1)
 
 
-def _confidence(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+def confidence(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """(B, K) logits -> (B,) max softmax probability, or for multi-label the least certain
+    label's max(p, 1 - p): what early exit compares with its threshold."""
     if multi_label:
         p = torch.sigmoid(logits)
         return torch.maximum(p, 1 - p).min(dim=1).values
