@@ -20,8 +20,12 @@ import shlex
 import sys
 import time
 
+import numpy as np
+
+from focusnet.data.synthetic import SYNTHETIC_SPECS
 from focusnet.engine import TrainConfig, train_seeds
 from focusnet.fileio import write_json, write_text
+from focusnet.viz import checkpoint_hit_rate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "ablations.json")
@@ -45,12 +49,27 @@ def load_rows() -> list[dict]:
         return json.load(f)["rows"]
 
 
+def seed_hit_rates(parent: str, seeds: list[int], cfg: TrainConfig) -> dict:
+    """Fixation hit rate (test split, synthetic lesion boxes) of each seed's best model: mean +/- std."""
+    results = [checkpoint_hit_rate(os.path.join(parent, f"seed_{s}", "best_model.pth"), data_dir=cfg.data_dir, device=cfg.device) for s in seeds]
+    out = {}
+    for key in ("hit_rate", "random_hit_rate"):
+        values = np.array([r[key] for r in results])
+        out[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "values": values.tolist()}
+    return out
+
+
+def _hit_cell(row: dict) -> str:
+    h = row.get("hit_rate")
+    return f"{h['hit_rate']['mean']:.3f} +/- {h['hit_rate']['std']:.3f} (random {h['random_hit_rate']['mean']:.3f})" if h else "-"
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["## Ablations", "", "Test ACC / AUC, mean +/- std (ddof=1) over seeds; same preset and epochs within a dataset.", ""]
-    lines += ["| dataset | epochs | preset | variant | seeds | test ACC | test AUC | MFLOPs/image |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["## Ablations", "", "Test ACC / AUC, mean +/- std (ddof=1) over seeds; same preset and epochs within a dataset.", "On synthetic data, the fixation hit rate: the share of test images where a saccade lands on the lesion box", "(`focusnet hit-rate`), beside that of uniformly random fixations.", ""]
+    lines += ["| dataset | epochs | preset | variant | seeds | test ACC | test AUC | fixation hit rate | MFLOPs/image |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = r["test"]
-        lines.append(f"| {r['dataset']} | {r['epochs']} | {r['preset']} | {r['variant']} | {len(r['seeds'])} | {t['acc']['mean']:.3f} +/- {t['acc']['std']:.3f} | {t['auc']['mean']:.3f} +/- {t['auc']['std']:.3f} | {r['flops_per_image'] / 1e6:.1f} |")
+        lines.append(f"| {r['dataset']} | {r['epochs']} | {r['preset']} | {r['variant']} | {len(r['seeds'])} | {t['acc']['mean']:.3f} +/- {t['acc']['std']:.3f} | {t['auc']['mean']:.3f} +/- {t['auc']['std']:.3f} | {_hit_cell(r)} | {r['flops_per_image'] / 1e6:.1f} |")
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
     return "\n".join(lines)
 
@@ -74,8 +93,10 @@ def main() -> None:
                 continue
             cfg = TrainConfig(dataset=dataset, model_options=VARIANTS[variant], preset=args.preset, epochs=args.epochs, data_dir=args.data_dir, device=args.device, output_dir=os.path.join(HERE, "runs", "ablations"), report=False, progress=False)
             started = time.perf_counter()
-            _, summary = train_seeds(cfg, args.seeds)
-            rows.append({"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": time.perf_counter() - started, "command": command})
+            parent, summary = train_seeds(cfg, args.seeds)
+            wall_s = time.perf_counter() - started
+            hits = seed_hit_rates(parent, args.seeds, cfg) if dataset in SYNTHETIC_SPECS and VARIANTS[variant].get("num_saccades", 2) else None
+            rows.append({"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command})
             write_json(RESULTS, {"rows": rows})
             write_text(os.path.join(HERE, "results", "ablations.md"), markdown(rows))
     print(markdown(rows))
