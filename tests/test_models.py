@@ -14,6 +14,7 @@ from focusnet import (
     FocusNetConfig,
     PredictiveCodingGRU,
 )
+from focusnet.data.synthetic import striped_patch_task
 from focusnet.models.glimpse import GlimpseSensor, ImagePyramid
 
 CASES_2D = [(1, 28), (3, 28), (1, 64), (3, 128), (1, 224)]
@@ -113,11 +114,51 @@ def test_early_exit_matches_full_run_and_saves_steps():
     assert (steps == 1).all()
 
 
+def test_fovea_in_pixels_keeps_its_pixel_footprint_on_larger_images():
+    torch.manual_seed(0)
+    for size, expected in ((28, 0.5), (64, 0.5 * 28 / 64), (128, 0.5 * 28 / 128)):
+        image_scaled = EnhancedFocusNet2D(1, 2, learn_scale=False).eval()
+        pixel_scaled = EnhancedFocusNet2D(1, 2, learn_scale=False, fovea_scaling="pixels").eval()
+        x = torch.randn(2, 1, size, size)
+        with torch.no_grad():
+            assert torch.allclose(image_scaled.forward_trace(x).half_widths[:, 1:], torch.tensor(0.5))
+            assert torch.allclose(pixel_scaled.forward_trace(x).half_widths[:, 1:], torch.tensor(expected))
+    with pytest.raises(ValueError, match="fovea_scaling"):
+        EnhancedFocusNet2D(1, 2, fovea_scaling="mm")
+
+
+def test_bottom_up_saliency_peaks_where_something_differs_from_its_surround():
+    from focusnet.models.focusnet import bottom_up_saliency
+
+    for dims in (2, 3):
+        glance = torch.zeros((2, 1) + (28,) * dims)
+        glance[(0, 0) + (slice(8, 12),) * dims] = 1.0  # a blob in the cell grid's row/column 2
+        saliency = bottom_up_saliency(glance, 7)
+        assert saliency.shape == (2, 7**dims)
+        assert int(saliency[0].argmax()) == sum(2 * 7**k for k in range(dims))
+        assert torch.isfinite(saliency[1]).all()  # a flat glance: no peak, no NaN
+
+
+def test_saliency_sends_an_untrained_model_to_the_patch_then_elsewhere():
+    """Parameter-free saliency: before any training the first saccade lands on the patch, and
+    inhibition of return moves the second one on."""
+    from focusnet.viz import hit_rate
+
+    torch.manual_seed(0)
+    model = EnhancedFocusNet2D(1, 2, saliency=2.0).eval()
+    x, _, boxes = striped_patch_task(200, 28, seed=5)
+    with torch.no_grad():
+        fixations = model.forward_trace(x).fixations
+    result = hit_rate(fixations.numpy(), boxes)
+    assert result["per_step"][0] > 0.9 and result["per_step"][1] < 0.3, result
+    assert (fixations[:, 2] - fixations[:, 1]).norm(dim=1).mean() > 0.2
+
+
 def test_early_exit_read_off_the_trace_equals_the_real_early_exit():
     from focusnet.engine.early_exit import exit_at
 
     torch.manual_seed(0)
-    model = EnhancedFocusNet2D(1, 3, num_saccades=3).eval()
+    model = EnhancedFocusNet2D(1, 3, num_saccades=3, saliency=2.0).eval()  # saliency: carried state too
     x = torch.randn(16, 1, 28, 28)
     with torch.no_grad():
         step_logits = model.forward_trace(x).step_logits
@@ -180,29 +221,11 @@ def test_single_pathway_and_ablation_switches():
     assert EnhancedFocusNet2D(1, 2, 2, pathways="p").forward_trace(torch.randn(2, 1, 28, 28)).gates.shape == (2, 3, 1)
 
 
-def _patch_task(n: int, size: int, seed: int):
-    """Class = orientation of a small striped patch at a random position in noise.
-    -> images (n, 1, size, size), labels (n,), patch boxes (n, 4) [x lo, y lo, x hi, y hi] normalised
-    as grid_sample sees them (align_corners=False), the format of the synthetic lesion boxes."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, size, size, generator=g) * 0.3
-    y = torch.randint(0, 2, (n,), generator=g)
-    stripes = torch.zeros(2, 6, 6)
-    stripes[0, ::2, :] = 1.0
-    stripes[1, :, ::2] = 1.0
-    pos = torch.randint(0, size - 6, (n, 2), generator=g)  # (row, col) of the top-left pixel
-    for i in range(n):
-        r, c = pos[i].tolist()
-        x[i, 0, r : r + 6, c : c + 6] += 2 * stripes[y[i]]  # bright, so the glance can find it
-    lo, hi = 2 * pos.float() / size - 1, 2 * (pos.float() + 6) / size - 1
-    return x, y, torch.cat([lo.flip(1), hi.flip(1)], dim=1).numpy()
-
-
 @pytest.fixture(scope="module")
 def patch_model():
     """FocusNet trained for 2 epochs on the patch task (~40 s on 2 cores), and its test split."""
     torch.manual_seed(0)
-    x, y, _ = _patch_task(2000, 28, seed=1)
+    x, y, _ = striped_patch_task(2000, 28, seed=1)
     model = EnhancedFocusNet2D(1, 2, num_saccades=2)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     for _ in range(2):
@@ -213,7 +236,7 @@ def patch_model():
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return model.eval(), _patch_task(500, 28, seed=2)
+    return model.eval(), striped_patch_task(500, 28, seed=2)
 
 
 def test_learns_a_patch_at_a_random_position(patch_model):

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft
+import torch
 
 from .registry import BINARY, MULTI_CLASS, MULTI_LABEL, SPLITS, DatasetInfo
 
@@ -396,3 +397,28 @@ def ensure_synthetic(info: DatasetInfo, size: int, path: str) -> None:
     n_train, n_val, n_test = spec.split_sizes[size]
     make_lesion_dataset(path, spec.spatial_dims, size, spec.task, n_train, n_val, n_test,
                         spec.seed_for(size), spec.lesion_types)
+
+
+# ----------------------------------------------------------------------------- a minimal saccade probe
+
+
+def striped_patch_task(n: int, size: int, seed: int, patch: int = 6) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The smallest "find it, then look closely" task: a bright patch of 1-px stripes at a random
+    position in Gaussian noise; the stripes' orientation (rows or columns) is the class. At 28 px
+    a glance resolves the stripes; on larger images its coarse samples blur them into a plain
+    bright blob, so only a fixation at full resolution can tell the class.
+
+    -> images float (n, 1, size, size) (already normalised), labels int64 (n,), patch boxes
+    (n, 4) [x lo, y lo, x hi, y hi] in grid_sample coordinates, the format of the lesion boxes."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, size, size, generator=g) * 0.3
+    y = torch.randint(0, 2, (n,), generator=g)
+    stripes = torch.zeros(2, patch, patch)
+    stripes[0, ::2, :] = 1.0
+    stripes[1, :, ::2] = 1.0
+    pos = torch.randint(0, size - patch, (n, 2), generator=g)  # (row, col) of the top-left pixel
+    for i in range(n):
+        r, c = pos[i].tolist()
+        x[i, 0, r : r + patch, c : c + patch] += 2 * stripes[y[i]]
+    lo, hi = 2 * pos.float() / size - 1, 2 * (pos.float() + patch) / size - 1
+    return x, y, torch.cat([lo.flip(1), hi.flip(1)], dim=1).numpy()

@@ -16,6 +16,14 @@ reads the mean integrator state over the steps so far. Compute per image depends
 glimpse size, not on the image size: a 224-pixel image costs the same
 as a 28-pixel one (plus a box-filter pyramid, linear in the pixel count).
 
+Two options matter on images larger than the glance can resolve: `fovea_scaling="pixels"` keeps
+the fovea at the pixel footprint it has at 28 px (native resolution) instead of a fixed share of
+the image, and `saliency > 0` adds a parameter-free bottom-up saliency map (centre-surround
+contrast of the glance, with inhibition of return acting on it) to the learned scores, so the
+first saccades go somewhere worth looking before the policy has learned anything. Without them
+the soft-argmax policy gets gradient only from where the fovea already is, and a small target
+on a large image is never found (`benchmarks/saccade_probe.py`).
+
 `forward(x)` returns the final logits; `forward_trace(x)` returns a `FocusTrace` with everything
 the network did (fixations, glimpse boxes, gate weights, prediction errors, per-step logits), and
 `forward_early_exit(x, threshold)` stops each image once it is confident.
@@ -38,6 +46,8 @@ from .pathways import MPKBlock
 LOCATION_SIZE = 32
 KEY_SIZE = 32
 MAX_OFFSET = 0.2  # the policy's own move around the attended position, normalised units
+FOVEA_SCALINGS = ("image", "pixels")
+REFERENCE_SIDE = 28  # fovea_scaling="pixels": the fovea covers at any size what `fovea` covers at 28 px
 
 
 @dataclass
@@ -49,7 +59,9 @@ class FocusNetConfig:
     glimpse_size: int = 0  # samples per side of each patch; 0 = 16 in 2D, 12 in 3D
     glance_size: int = 0  # samples per side of the glance; 0 = 28 in 2D (full resolution at 28 px), glimpse_size in 3D
     num_scales: int = 2  # fovea + rings of twice the width each
-    fovea: float = 0.5  # foveal half-width as a fraction of the image half-width
+    fovea: float = 0.5  # foveal half-width as a fraction of the image half-width (of a 28-px image with fovea_scaling="pixels")
+    fovea_scaling: str = "image"  # "image": the fovea is a fixed share of the image, so coarser on larger inputs; "pixels": it keeps its 28-px pixel footprint (native resolution at any size)
+    saliency: float = 0.0  # weight of bottom-up saliency (centre-surround contrast of the glance) in choosing saccades; 0 = off
     width: int = 32  # channels inside the pathways
     feature_channels: int = 64  # channels of the fused pathway maps (trunk doubles them)
     hidden_size: int = 128  # integrator state = glimpse feature size
@@ -70,6 +82,10 @@ class FocusNetConfig:
                 raise ValueError(f"{name} must be a multiple of 4 and >= 8, got {getattr(self, name)}")
         if self.num_saccades < 0 or self.num_scales < 1 or not 0 < self.fovea <= 1:
             raise ValueError("need num_saccades >= 0, num_scales >= 1 and 0 < fovea <= 1")
+        if self.fovea_scaling not in FOVEA_SCALINGS:
+            raise ValueError(f"fovea_scaling must be one of {FOVEA_SCALINGS}, got {self.fovea_scaling!r}")
+        if self.saliency < 0:
+            raise ValueError(f"saliency must be >= 0, got {self.saliency}")
         if self.in_channels < 1 or self.num_classes < 1:
             raise ValueError("in_channels and num_classes must be >= 1")
 
@@ -170,7 +186,7 @@ class FocusNet(nn.Module):
             if active.numel() == 0:
                 break
             pyramid = pyramid.subset(keep)
-            state = {k: state[k][keep] for k in ("h", "h_sum", "center", "keys", "visited")}
+            state = {k: state[k][keep] for k in ("h", "h_sum", "center", "keys", "saliency", "visited") if state.get(k) is not None}
         return logits, steps_taken
 
     # --- one step of looking ----------------------------------------------------------------
@@ -184,8 +200,8 @@ class FocusNet(nn.Module):
         if t == 0:
             center, half_width, nominal = torch.zeros_like(previous["center"]), h.new_ones(h.shape[0]), 1.0
         else:
-            center, half_width = self._fixate(h, previous["keys"], previous["visited"])
-            nominal = cfg.fovea
+            nominal = self._fovea(pyramid)
+            center, half_width = self._fixate(h, previous["keys"], previous.get("saliency"), previous["visited"], nominal)
         glimpse = (self.glance_sensor if t == 0 else self.sensor)(pyramid, center, half_width, nominal)
         feature_map, features, gates = self._encode(glimpse, view=min(t, 1))
         location = self.location(torch.cat([center, half_width.log()[:, None]], dim=1))
@@ -200,6 +216,7 @@ class FocusNet(nn.Module):
             "error": error,
             "h_sum": h if t == 0 else previous["h_sum"] + h,
             "keys": previous.get("keys"),
+            "saliency": previous.get("saliency"),
             "visited": previous["visited"] if t == 0 else torch.cat([previous["visited"], center[:, None]], dim=1),
         }
         # The head reads the mean state over all steps so far: every look's evidence reaches the
@@ -207,16 +224,27 @@ class FocusNet(nn.Module):
         step["logits"] = self.head(step["h_sum"] / (t + 1))
         if t == 0 and cfg.num_saccades:
             step["keys"] = self.saliency_keys(feature_map).flatten(2).transpose(1, 2)  # (B, N cells, KEY_SIZE)
+            if cfg.saliency:
+                step["saliency"] = bottom_up_saliency(glimpse[:, : cfg.in_channels], feature_map.shape[2])
         return step
 
-    def _fixate(self, h: torch.Tensor, keys: torch.Tensor, visited: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """state (B, H), glance keys (B, N, K), earlier fixations (B, t, d)
-        -> centre (B, d) strictly inside the image, foveal half-width (B,)."""
-        d, fovea = self.config.spatial_dims, self.config.fovea
+    def _fovea(self, pyramid: ImagePyramid) -> float:
+        """Nominal foveal half-width (normalised) for this input size."""
+        if self.config.fovea_scaling == "image":
+            return self.config.fovea
+        return min(1.0, self.config.fovea * REFERENCE_SIDE / pyramid.min_side)
+
+    def _fixate(self, h: torch.Tensor, keys: torch.Tensor, saliency: torch.Tensor | None, visited: torch.Tensor, fovea: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """state (B, H), glance keys (B, N, K), bottom-up saliency (B, N) or None, earlier
+        fixations (B, t, d), nominal fovea -> centre (B, d) strictly inside the image, foveal half-width (B,)."""
+        d = self.config.spatial_dims
         cells = base_grid(round(int(keys.shape[1]) ** (1 / d)), d, h.device, h.dtype).reshape(-1, d)  # (N, d)
         scores = (keys @ self.query(h)[:, :, None])[..., 0] / math.sqrt(KEY_SIZE)  # (B, N)
+        near = torch.exp(-(cells[None, None] - visited[:, :, None]).pow(2).sum(-1) / (2 * fovea**2))  # (B, t, N)
+        if saliency is not None:  # inhibition of return also acts on the saliency map: the next salient place wins
+            seen = near.amax(dim=1) if visited.shape[1] else torch.zeros_like(saliency)
+            scores = scores + self.config.saliency * saliency * (1 - seen)
         if visited.shape[1]:
-            near = torch.exp(-(cells[None, None] - visited[:, :, None]).pow(2).sum(-1) / (2 * fovea**2))  # (B, t, N)
             scores = scores - F.softplus(self.inhibition) * near.sum(1)
         attended = torch.softmax(scores, dim=1) @ cells  # (B, d), inside the outermost cell centres
         move = self.policy(h)
@@ -258,6 +286,19 @@ class FocusNet(nn.Module):
             prediction_loss=errors.mean(),
             pathways=self.encoder.pathways,
         )
+
+
+def bottom_up_saliency(glance: torch.Tensor, cells: int) -> torch.Tensor:
+    """Glance samples (B, C, *G) -> (B, cells^d) centre-surround contrast energy per cell,
+    standardised over each image's cells: where something differs from its surround (an object,
+    an edge) scores high, whatever its class. Parameter-free, like the retina's first stage; the
+    learned top-down scores then decide among the salient places."""
+    g = glance.mean(dim=1, keepdim=True)
+    k = max(3, g.shape[2] // 4) | 1  # surround: a quarter of the glance, odd
+    pool = F.avg_pool2d if g.dim() == 4 else F.avg_pool3d
+    energy = (g - pool(g, k, 1, k // 2, count_include_pad=False)).pow(2)
+    per_cell = (F.adaptive_avg_pool2d if g.dim() == 4 else F.adaptive_avg_pool3d)(energy, cells).flatten(1)
+    return (per_cell - per_cell.mean(dim=1, keepdim=True)) / (per_cell.std(dim=1, keepdim=True) + 1e-6)
 
 
 def grid_and_peak(feature_map: torch.Tensor) -> torch.Tensor:
