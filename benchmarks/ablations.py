@@ -15,17 +15,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning on shared cores
 
 import argparse
-import json
-import shlex
-import sys
 import time
 
-import numpy as np
 
 from focusnet.data.synthetic import SYNTHETIC_SPECS
 from focusnet.engine import TrainConfig, train_seeds
 from focusnet.fileio import write_json, write_text
 from focusnet.viz import checkpoint_hit_rate
+from rows import command_line, load_rows, mean_std
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "ablations.json")
@@ -42,21 +39,10 @@ VARIANTS = {
 }
 
 
-def load_rows() -> list[dict]:
-    if not os.path.isfile(RESULTS):
-        return []
-    with open(RESULTS, encoding="utf-8") as f:
-        return json.load(f)["rows"]
-
-
 def seed_hit_rates(parent: str, seeds: list[int], cfg: TrainConfig) -> dict:
     """Fixation hit rate (test split, synthetic lesion boxes) of each seed's best model: mean +/- std."""
     results = [checkpoint_hit_rate(os.path.join(parent, f"seed_{s}", "best_model.pth"), data_dir=cfg.data_dir, device=cfg.device) for s in seeds]
-    out = {}
-    for key in ("hit_rate", "random_hit_rate"):
-        values = np.array([r[key] for r in results])
-        out[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "values": values.tolist()}
-    return out
+    return {key: mean_std([r[key] for r in results]) for key in ("hit_rate", "random_hit_rate")}
 
 
 def _hit_cell(row: dict) -> str:
@@ -84,9 +70,9 @@ def main() -> None:
     p.add_argument("--data-dir", default=os.path.join(HERE, "..", "..", "shared", "data", "medmnist"))
     p.add_argument("--device", default="auto")
     args = p.parse_args()
-    rows = load_rows()
+    rows = load_rows(RESULTS)
     done = {(r["dataset"], r["variant"], r["epochs"], r["preset"], tuple(r["seeds"])) for r in rows}
-    command = "python benchmarks/ablations.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line()
     for dataset in args.datasets:
         for variant in args.variants:
             if (dataset, variant, args.epochs, args.preset, tuple(args.seeds)) in done:

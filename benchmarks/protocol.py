@@ -18,9 +18,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning on shared cores
 
 import argparse
-import json
-import shlex
-import sys
 import time
 
 import torch
@@ -29,6 +26,7 @@ from focusnet.engine import TrainConfig, train_seeds
 from focusnet.engine.distributed import pick_device
 from focusnet.fileio import write_json, write_text
 from focusnet.official import official_numbers
+from rows import command_line, load_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "protocol.json")
@@ -39,13 +37,6 @@ OFFICIAL_METHOD = {2: "ResNet-18 (28)", 3: "ResNet-18+3D"}
 
 def row_key(row: dict) -> tuple:
     return (row["dataset"], row["size"], row["model"], row["preset"], row["epochs"], tuple(row["seeds"]))
-
-
-def load_rows(path: str = RESULTS) -> list[dict]:
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)["rows"]
 
 
 def run_row(dataset: str, size: int, model: str, preset: str, epochs: int, seeds: list[int], data_dir: str, device: str, output_dir: str) -> dict:
@@ -68,7 +59,7 @@ def run_row(dataset: str, size: int, model: str, preset: str, epochs: int, seeds
         "flops_per_image": runs[0]["flops_per_image"],
         "wall_s": wall,
         "machine": machine(pick_device(device)),
-        "command": "python benchmarks/protocol.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": command_line(),
         "run_folder": os.path.relpath(parent, os.path.join(HERE, "..")),
     }
 
@@ -117,7 +108,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--output-dir", default=os.path.join(HERE, "runs"))
     args = p.parse_args()
-    rows = load_rows()
+    rows = load_rows(RESULTS)
     done = {row_key(r) for r in rows}
     for dataset in args.datasets:
         for model in args.models:

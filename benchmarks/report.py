@@ -15,7 +15,7 @@ import re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-ORDER = ("protocol", "performance", "ablations", "early_exit", "scaling", "data_throughput", "distributed", "distributed_memory", "reliability")
+ORDER = ("protocol", "performance", "ablations", "saccade_probe", "early_exit", "scaling", "data_throughput", "distributed", "distributed_memory", "reliability")
 README_BLOCK = re.compile(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", re.DOTALL)
 
 HEADER = """# FocusNet benchmarks
@@ -103,6 +103,7 @@ def targets() -> str:
                 ok = t["acc"]["mean"] >= o.acc and t["auc"]["mean"] >= o.auc
                 rows.append((f"{r['dataset']}, official 100-epoch protocol: FocusNet >= published {method}", f"ACC {t['acc']['mean']:.3f} vs {o.acc:.3f}, AUC {t['auc']['mean']:.3f} vs {o.auc:.3f}", _verdict(ok)))
     rows += ablation_targets(_load("ablations"))
+    rows += probe_targets(_load("saccade_probe"))
     lines = ["## Targets", "", "Each line is computed by `benchmarks/report.py` from the JSON results in `benchmarks/results/`.", "", "| target | measured | status |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     missing = ["the 3-seed comparisons on pneumoniamnist and adrenalmnist3d", "the synthetic lesion data at 28/64/128 px against ResNet-18"]
@@ -139,6 +140,23 @@ def ablation_targets(ablations: dict | None) -> list[tuple[str, str, str]]:
         f, v = same[0]["test"], r["test"]
         ok = f["acc"]["mean"] >= v["acc"]["mean"] and f["auc"]["mean"] >= v["auc"]["mean"]
         rows.append((f"{ABLATION_CHECKS[r['variant']]} earn their place: {r['dataset']}, {r['epochs']} epochs, {len(r['seeds'])} seeds", f"ACC {f['acc']['mean']:.3f} vs {v['acc']['mean']:.3f}, AUC {f['auc']['mean']:.3f} vs {v['auc']['mean']:.3f} ({r['variant']})", _verdict(ok)))
+    return rows
+
+
+def probe_targets(probe: dict | None) -> list[tuple[str, str, str]]:
+    """Saccades earn their place on the striped-patch probe when a variant with saccades beats
+    the glance-only model's mean test ACC at the same size, epochs and seeds."""
+    rows = []
+    by = {}
+    for r in (probe or {}).get("rows", []):
+        by.setdefault((r["size"], r["epochs"], tuple(r["seeds"])), {})[r["variant"]] = r
+    for (size, epochs, seeds), variants in sorted(by.items()):
+        glance = variants.get("glance only (0 saccades)")
+        for name in ("default", "fovea in pixels + bottom-up saliency"):
+            if glance and name in variants:
+                a, g = variants[name]["acc"]["mean"], glance["acc"]["mean"]
+                hit = variants[name]["hit_rate"]["mean"]
+                rows.append((f"saccades earn their place: striped patch at {size} px, {epochs} epochs, {len(seeds)} seeds ({name})", f"ACC {a:.3f} vs glance only {g:.3f}; hit rate {hit:.3f} (random {variants[name]['random_hit_rate']['mean']:.3f})", _verdict(a > g)))
     return rows
 
 
