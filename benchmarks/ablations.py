@@ -36,6 +36,7 @@ VARIANTS = {
     "4 saccades": {"num_saccades": 4},
     "no predictive coding": {"predictive_coding": False},
     "no saccadic suppression": {"suppression": False},
+    "with bottom-up saliency (option)": {"saliency": 2.0},  # off by default; at 28 px fovea_scaling makes no difference
 }
 
 

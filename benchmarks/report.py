@@ -145,7 +145,8 @@ def ablation_targets(ablations: dict | None) -> list[tuple[str, str, str]]:
 
 def probe_targets(probe: dict | None) -> list[tuple[str, str, str]]:
     """Saccades earn their place on the striped-patch probe when a variant with saccades beats
-    the glance-only model's mean test ACC at the same size, epochs and seeds."""
+    the glance-only model's mean test ACC at the same size, epochs and seeds by more than the
+    seed-to-seed spread (the larger std of the two): a chance-level tie is not a win."""
     rows = []
     by = {}
     for r in (probe or {}).get("rows", []):
@@ -155,8 +156,9 @@ def probe_targets(probe: dict | None) -> list[tuple[str, str, str]]:
         for name in ("default", "fovea in pixels + bottom-up saliency"):
             if glance and name in variants:
                 a, g = variants[name]["acc"]["mean"], glance["acc"]["mean"]
+                margin = max(variants[name]["acc"]["std"], glance["acc"]["std"])
                 hit = variants[name]["hit_rate"]["mean"]
-                rows.append((f"saccades earn their place: striped patch at {size} px, {epochs} epochs, {len(seeds)} seeds ({name})", f"ACC {a:.3f} vs glance only {g:.3f}; hit rate {hit:.3f} (random {variants[name]['random_hit_rate']['mean']:.3f})", _verdict(a > g)))
+                rows.append((f"saccades earn their place: striped patch at {size} px, {epochs} epochs, {len(seeds)} seeds ({name})", f"ACC {a:.3f} vs glance only {g:.3f} (must exceed it by > {margin:.3f}, the larger seed std); hit rate {hit:.3f} (random {variants[name]['random_hit_rate']['mean']:.3f})", _verdict(a - g > margin)))
     return rows
 
 

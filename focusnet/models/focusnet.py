@@ -22,7 +22,8 @@ the image, and `saliency > 0` adds a parameter-free bottom-up saliency map (cent
 contrast of the glance, with inhibition of return acting on it) to the learned scores, so the
 first saccades go somewhere worth looking before the policy has learned anything. Without them
 the soft-argmax policy gets gradient only from where the fovea already is, and a small target
-on a large image is never found (`benchmarks/saccade_probe.py`).
+on a large image is not found: on the striped-patch probe at 64 px only the two together learn
+the task (`benchmarks/saccade_probe.py`, BENCHMARKS.md).
 
 `forward(x)` returns the final logits; `forward_trace(x)` returns a `FocusTrace` with everything
 the network did (fixations, glimpse boxes, gate weights, prediction errors, per-step logits), and
