@@ -133,10 +133,14 @@ def test_bottom_up_saliency_peaks_where_something_differs_from_its_surround():
     for dims in (2, 3):
         glance = torch.zeros((2, 1) + (28,) * dims)
         glance[(0, 0) + (slice(8, 12),) * dims] = 1.0  # a blob in the cell grid's row/column 2
-        saliency = bottom_up_saliency(glance, 7)
-        assert saliency.shape == (2, 7**dims)
-        assert int(saliency[0].argmax()) == sum(2 * 7**k for k in range(dims))
-        assert torch.isfinite(saliency[1]).all()  # a flat glance: no peak, no NaN
+        saliency, peaks = bottom_up_saliency(glance, 7)
+        assert saliency.shape == (2, 7**dims) and peaks.shape == (2, 7**dims, dims)
+        cell = sum(2 * 7**k for k in range(dims))
+        assert int(saliency[0].argmax()) == cell
+        # the blob covers samples 8..11 (centres at (i + 0.5) / 28 * 2 - 1); its edges carry the
+        # contrast energy, symmetric about the blob centre, 10 / 28 * 2 - 1
+        torch.testing.assert_close(peaks[0, cell], torch.full((dims,), 10 / 28 * 2 - 1), atol=0.02, rtol=0)
+        assert torch.isfinite(saliency[1]).all() and torch.isfinite(peaks[1]).all()  # a flat glance: no NaN
 
 
 def test_saliency_sends_an_untrained_model_to_the_patch_then_elsewhere():

@@ -19,11 +19,12 @@ as a 28-pixel one (plus a box-filter pyramid, linear in the pixel count).
 Two options matter on images larger than the glance can resolve: `fovea_scaling="pixels"` keeps
 the fovea at the pixel footprint it has at 28 px (native resolution) instead of a fixed share of
 the image, and `saliency > 0` adds a parameter-free bottom-up saliency map (centre-surround
-contrast of the glance, with inhibition of return acting on it) to the learned scores, so the
-first saccades go somewhere worth looking before the policy has learned anything. Without them
+contrast of the glance, with inhibition of return acting on it) to the learned scores and aims
+each saccade at where that contrast peaks inside the chosen cell, so the first saccades go
+somewhere worth looking before the policy has learned anything. Without them
 the soft-argmax policy gets gradient only from where the fovea already is, and a small target
-on a large image is not found: on the striped-patch probe at 64 px only the two together learn
-the task (`benchmarks/saccade_probe.py`, BENCHMARKS.md).
+on a large image is not found: on the striped-patch probe at 64 and 128 px only the two together
+learn the task (`benchmarks/saccade_probe.py`, BENCHMARKS.md).
 
 `forward(x)` returns the final logits; `forward_trace(x)` returns a `FocusTrace` with everything
 the network did (fixations, glimpse boxes, gate weights, prediction errors, per-step logits), and
@@ -187,7 +188,7 @@ class FocusNet(nn.Module):
             if active.numel() == 0:
                 break
             pyramid = pyramid.subset(keep)
-            state = {k: state[k][keep] for k in ("h", "h_sum", "center", "keys", "saliency", "visited") if state.get(k) is not None}
+            state = {k: state[k][keep] for k in ("h", "h_sum", "center", "keys", "saliency", "peaks", "visited") if state.get(k) is not None}
         return logits, steps_taken
 
     # --- one step of looking ----------------------------------------------------------------
@@ -202,7 +203,7 @@ class FocusNet(nn.Module):
             center, half_width, nominal = torch.zeros_like(previous["center"]), h.new_ones(h.shape[0]), 1.0
         else:
             nominal = self._fovea(pyramid)
-            center, half_width = self._fixate(h, previous["keys"], previous.get("saliency"), previous["visited"], nominal)
+            center, half_width = self._fixate(h, previous["keys"], previous.get("saliency"), previous.get("peaks"), previous["visited"], nominal)
         glimpse = (self.glance_sensor if t == 0 else self.sensor)(pyramid, center, half_width, nominal)
         feature_map, features, gates = self._encode(glimpse, view=min(t, 1))
         location = self.location(torch.cat([center, half_width.log()[:, None]], dim=1))
@@ -218,6 +219,7 @@ class FocusNet(nn.Module):
             "h_sum": h if t == 0 else previous["h_sum"] + h,
             "keys": previous.get("keys"),
             "saliency": previous.get("saliency"),
+            "peaks": previous.get("peaks"),
             "visited": previous["visited"] if t == 0 else torch.cat([previous["visited"], center[:, None]], dim=1),
         }
         # The head reads the mean state over all steps so far: every look's evidence reaches the
@@ -226,7 +228,7 @@ class FocusNet(nn.Module):
         if t == 0 and cfg.num_saccades:
             step["keys"] = self.saliency_keys(feature_map).flatten(2).transpose(1, 2)  # (B, N cells, KEY_SIZE)
             if cfg.saliency:
-                step["saliency"] = bottom_up_saliency(glimpse[:, : cfg.in_channels], feature_map.shape[2])
+                step["saliency"], step["peaks"] = bottom_up_saliency(glimpse[:, : cfg.in_channels], feature_map.shape[2])
         return step
 
     def _fovea(self, pyramid: ImagePyramid) -> float:
@@ -235,9 +237,10 @@ class FocusNet(nn.Module):
             return self.config.fovea
         return min(1.0, self.config.fovea * REFERENCE_SIDE / pyramid.min_side)
 
-    def _fixate(self, h: torch.Tensor, keys: torch.Tensor, saliency: torch.Tensor | None, visited: torch.Tensor, fovea: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """state (B, H), glance keys (B, N, K), bottom-up saliency (B, N) or None, earlier
-        fixations (B, t, d), nominal fovea -> centre (B, d) strictly inside the image, foveal half-width (B,)."""
+    def _fixate(self, h: torch.Tensor, keys: torch.Tensor, saliency: torch.Tensor | None, peaks: torch.Tensor | None, visited: torch.Tensor, fovea: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """state (B, H), glance keys (B, N, K), bottom-up saliency (B, N) and its peak in each cell
+        (B, N, d) or None, earlier fixations (B, t, d), nominal fovea
+        -> centre (B, d) strictly inside the image, foveal half-width (B,)."""
         d = self.config.spatial_dims
         cells = base_grid(round(int(keys.shape[1]) ** (1 / d)), d, h.device, h.dtype).reshape(-1, d)  # (N, d)
         scores = (keys @ self.query(h)[:, :, None])[..., 0] / math.sqrt(KEY_SIZE)  # (B, N)
@@ -247,7 +250,8 @@ class FocusNet(nn.Module):
             scores = scores + self.config.saliency * saliency * (1 - seen)
         if visited.shape[1]:
             scores = scores - F.softplus(self.inhibition) * near.sum(1)
-        attended = torch.softmax(scores, dim=1) @ cells  # (B, d), inside the outermost cell centres
+        weights = torch.softmax(scores, dim=1)
+        attended = weights @ cells if peaks is None else torch.einsum("bn,bnd->bd", weights, peaks)  # (B, d) inside the image
         move = self.policy(h)
         center = attended + MAX_OFFSET * torch.tanh(move[:, :d])
         if not self.config.learn_scale:
@@ -289,17 +293,37 @@ class FocusNet(nn.Module):
         )
 
 
-def bottom_up_saliency(glance: torch.Tensor, cells: int) -> torch.Tensor:
-    """Glance samples (B, C, *G) -> (B, cells^d) centre-surround contrast energy per cell,
-    standardised over each image's cells: where something differs from its surround (an object,
-    an edge) scores high, whatever its class. Parameter-free, like the retina's first stage; the
-    learned top-down scores then decide among the salient places."""
+def bottom_up_saliency(glance: torch.Tensor, cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Glance samples (B, C, *G) -> (saliency (B, N), peaks (B, N, d)), N = cells^d.
+
+    saliency: centre-surround contrast energy per cell, standardised over each image's cells:
+    where something differs from its surround (an object, an edge) scores high, whatever its
+    class. peaks: where in each cell that energy concentrates (its energy^2-weighted centroid,
+    normalised image coordinates), so a saccade to a cell lands on the object, not on the cell's
+    centre. Parameter-free, like the retina's first stage; the learned top-down scores then
+    decide among the salient places."""
     g = glance.mean(dim=1, keepdim=True)
-    k = max(3, g.shape[2] // 4) | 1  # surround: a quarter of the glance, odd
-    pool = F.avg_pool2d if g.dim() == 4 else F.avg_pool3d
-    energy = (g - pool(g, k, 1, k // 2, count_include_pad=False)).pow(2)
-    per_cell = (F.adaptive_avg_pool2d if g.dim() == 4 else F.adaptive_avg_pool3d)(energy, cells).flatten(1)
-    return (per_cell - per_cell.mean(dim=1, keepdim=True)) / (per_cell.std(dim=1, keepdim=True) + 1e-6)
+    d, side = g.dim() - 2, g.shape[2]
+    k = max(3, side // 4) | 1  # surround: a quarter of the glance, odd
+    pool = F.avg_pool2d if d == 2 else F.avg_pool3d
+    energy = (g - pool(g, k, 1, k // 2, count_include_pad=False)).pow(2)[:, 0]  # (B, *G)
+    blocks = _cell_blocks(energy, cells)  # (B, N, c^d)
+    per_cell = blocks.mean(dim=2)
+    saliency = (per_cell - per_cell.mean(dim=1, keepdim=True)) / (per_cell.std(dim=1, keepdim=True) + 1e-6)
+    positions = _cell_blocks(base_grid(side, d, g.device, g.dtype).movedim(-1, 0), cells)  # (d, N, c^d)
+    weights = blocks.pow(2) + 1e-12
+    peaks = torch.einsum("bnp,dnp->bnd", weights / weights.sum(dim=2, keepdim=True), positions)
+    return saliency, peaks
+
+
+def _cell_blocks(t: torch.Tensor, cells: int) -> torch.Tensor:
+    """(L, *G) with G = cells * c per side -> (L, cells^d, c^d): the samples of each cell,
+    cells in the row-major order of a flattened (cells,)*d feature map."""
+    lead, side = t.shape[0], t.shape[1]
+    d, c = t.dim() - 1, side // cells
+    split = t.reshape(lead, *[n for _ in range(d) for n in (cells, c)])  # (L, n, c, n, c[, n, c])
+    order = [0] + [1 + 2 * i for i in range(d)] + [2 + 2 * i for i in range(d)]
+    return split.permute(order).reshape(lead, cells**d, c**d)
 
 
 def grid_and_peak(feature_map: torch.Tensor) -> torch.Tensor:
