@@ -240,7 +240,8 @@ class FocusNet(nn.Module):
     def _fixate(self, h: torch.Tensor, keys: torch.Tensor, saliency: torch.Tensor | None, peaks: torch.Tensor | None, visited: torch.Tensor, fovea: float) -> tuple[torch.Tensor, torch.Tensor]:
         """state (B, H), glance keys (B, N, K), bottom-up saliency (B, N) and its peak in each cell
         (B, N, d) or None, earlier fixations (B, t, d), nominal fovea
-        -> centre (B, d) strictly inside the image, foveal half-width (B,)."""
+        -> centre (B, d): the attended point (inside the image) plus a learned offset of at most
+        MAX_OFFSET per axis (the sensor reads zeros beyond the edge); foveal half-width (B,)."""
         d = self.config.spatial_dims
         cells = base_grid(round(int(keys.shape[1]) ** (1 / d)), d, h.device, h.dtype).reshape(-1, d)  # (N, d)
         scores = (keys @ self.query(h)[:, :, None])[..., 0] / math.sqrt(KEY_SIZE)  # (B, N)
