@@ -127,6 +127,16 @@ ABLATION_CHECKS = (  # the default must beat each of these for the missing compo
 )
 
 
+NOT_SHOWN = "**not shown** (within the seed spread)"
+
+
+def _spread_verdict(difference: float, spread: float) -> str:
+    """Better beyond the seed spread: met; worse beyond it: missed; otherwise not shown."""
+    if difference > spread:
+        return "met"
+    return "**missed**" if difference < -spread else NOT_SHOWN
+
+
 def ablation_targets(ablations: dict | None) -> list[tuple[str, str, str]]:
     """A component earns its place when the default beats the variant without it by more than the
     seed spread (the larger std of the two) in test ACC or AUC and is not worse beyond it in the
@@ -145,7 +155,7 @@ def ablation_targets(ablations: dict | None) -> list[tuple[str, str, str]]:
         elif any(d > spread for d, spread in diffs.values()):
             verdict = "met"
         else:
-            verdict = "**not shown** (within the seed spread)"
+            verdict = NOT_SHOWN
         measured = f"ACC {f['acc']['mean']:.3f} vs {v['acc']['mean']:.3f} (spread {diffs['acc'][1]:.3f}), AUC {f['auc']['mean']:.3f} vs {v['auc']['mean']:.3f} (spread {diffs['auc'][1]:.3f})"
         rows.append((f"ablation ({r['dataset']}, {r['epochs']} epochs, {len(r['seeds'])} seeds): the default beats \"{r['variant']}\"", measured, verdict))
     return rows
@@ -154,7 +164,7 @@ def ablation_targets(ablations: dict | None) -> list[tuple[str, str, str]]:
 def probe_targets(probe: dict | None) -> list[tuple[str, str, str]]:
     """Saccades earn their place on the striped-patch probe when a variant with saccades beats
     the glance-only model's mean test ACC at the same size, epochs and seeds by more than the
-    seed-to-seed spread (the larger std of the two): a chance-level tie is not a win."""
+    seed-to-seed spread (the larger std of the two): a tie, at chance or at the ceiling, is not shown."""
     rows = []
     by = {}
     for r in (probe or {}).get("rows", []):
@@ -166,7 +176,7 @@ def probe_targets(probe: dict | None) -> list[tuple[str, str, str]]:
                 a, g = variants[name]["acc"]["mean"], glance["acc"]["mean"]
                 margin = max(variants[name]["acc"]["std"], glance["acc"]["std"])
                 hit = variants[name]["hit_rate"]["mean"]
-                rows.append((f"saccades earn their place: striped patch at {size} px, {epochs} epochs, {len(seeds)} seeds ({name})", f"ACC {a:.3f} vs glance only {g:.3f} (must exceed it by > {margin:.3f}, the larger seed std); hit rate {hit:.3f} (random {variants[name]['random_hit_rate']['mean']:.3f})", _verdict(a - g > margin)))
+                rows.append((f"saccades earn their place: striped patch at {size} px, {epochs} epochs, {len(seeds)} seeds ({name})", f"ACC {a:.3f} vs glance only {g:.3f} (must exceed it by > {margin:.3f}, the larger seed std); hit rate {hit:.3f} (random {variants[name]['random_hit_rate']['mean']:.3f})", _spread_verdict(a - g, margin)))
     return rows
 
 

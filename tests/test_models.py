@@ -131,15 +131,17 @@ def test_bottom_up_saliency_peaks_where_something_differs_from_its_surround():
     from focusnet.models.focusnet import bottom_up_saliency
 
     for dims in (2, 3):
+        # a blob at samples 20..23 along x (the last tensor dim: cell 5) and 8..11 along y (and z): cell 2
         glance = torch.zeros((2, 1) + (28,) * dims)
-        glance[(0, 0) + (slice(8, 12),) * dims] = 1.0  # a blob in the cell grid's row/column 2
+        glance[(0, 0) + (slice(8, 12),) * (dims - 1) + (slice(20, 24),)] = 1.0
         saliency, peaks = bottom_up_saliency(glance, 7)
         assert saliency.shape == (2, 7**dims) and peaks.shape == (2, 7**dims, dims)
-        cell = sum(2 * 7**k for k in range(dims))
+        cell = 5 + sum(2 * 7**k for k in range(1, dims))  # row-major over (z,) y, x
         assert int(saliency[0].argmax()) == cell
-        # the blob covers samples 8..11 (centres at (i + 0.5) / 28 * 2 - 1); its edges carry the
-        # contrast energy, symmetric about the blob centre, 10 / 28 * 2 - 1
-        torch.testing.assert_close(peaks[0, cell], torch.full((dims,), 10 / 28 * 2 - 1), atol=0.02, rtol=0)
+        # its edges carry the contrast energy, symmetric about the blob centre ((i + 0.5) / 28 * 2 - 1
+        # at i = 21.5 along x, 9.5 along y and z); peaks are ordered (x, y[, z]) like fixations
+        expected = torch.tensor([22 / 28 * 2 - 1] + [10 / 28 * 2 - 1] * (dims - 1))
+        torch.testing.assert_close(peaks[0, cell], expected, atol=0.02, rtol=0)
         assert torch.isfinite(saliency[1]).all() and torch.isfinite(peaks[1]).all()  # a flat glance: no NaN
 
 
@@ -188,6 +190,8 @@ def test_calibrated_threshold_is_the_lowest_that_keeps_validation_accuracy():
     assert result["threshold"] == 0.71  # just above image 2's wrong 0.7: it must keep looking
     assert result["mean_steps"] == 1.75  # only image 3 (0.95) stops at the glance
 
+
+def test_input_errors_are_clear():
     model = EnhancedFocusNet2D(1, 2)
     with pytest.raises(ValueError, match=r"1 channel\(s\)"):
         model(torch.randn(2, 3, 28, 28))

@@ -53,11 +53,13 @@ def calibrate_threshold(step_logits: torch.Tensor, labels: np.ndarray, task: str
 @torch.no_grad()
 def step_logits_on(model: torch.nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor]:
     """A FocusNet over (x, y, ...) batches -> (step logits (N, T+1, K), labels (N, L)) on the CPU."""
+    was_training = model.training
     model.eval()
     logits, labels = [], []
     for x, y, *_ in batches:
         logits.append(model.forward_trace(x).step_logits.float().cpu())
         labels.append(y.cpu())
+    model.train(was_training)
     return torch.cat(logits), torch.cat(labels)
 
 
