@@ -19,6 +19,7 @@ import torch
 from ..metrics import get_acc, get_auc, probabilities
 from ..models.focusnet import confidence
 from ..tasks import MULTI_LABEL
+from .evaluator import autocast
 
 TOLERANCE = 0.005  # 0.5 ACC points
 GRID = tuple(np.round(np.arange(0.50, 1.0, 0.01), 2))  # candidate thresholds, lowest first
@@ -51,24 +52,27 @@ def calibrate_threshold(step_logits: torch.Tensor, labels: np.ndarray, task: str
 
 
 @torch.no_grad()
-def step_logits_on(model: torch.nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor]:
-    """A FocusNet over (x, y, ...) batches -> (step logits (N, T+1, K), labels (N, L)) on the CPU."""
+def step_logits_on(model: torch.nn.Module, batches, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """A FocusNet over (x, y, ...) batches -> (step logits (N, T+1, K), labels (N, L)) on the CPU.
+    amp: the same bfloat16 autocast as the run's evaluation (CUDA only)."""
     was_training = model.training
     model.eval()
     logits, labels = [], []
     for x, y, *_ in batches:
-        logits.append(model.forward_trace(x).step_logits.float().cpu())
+        with autocast(x.device, amp):
+            trace = model.forward_trace(x)
+        logits.append(trace.step_logits.float().cpu())
         labels.append(y.cpu())
     model.train(was_training)
     return torch.cat(logits), torch.cat(labels)
 
 
-def early_exit_summary(model: torch.nn.Module, val_batches, test_batches, task: str) -> dict:
+def early_exit_summary(model: torch.nn.Module, val_batches, test_batches, task: str, amp: bool = False) -> dict:
     """Calibrate the threshold on the validation batches, then score the test batches with it.
     -> {"threshold", "tolerance", "max_steps", "val": {...}, "test": {"acc", "auc", "acc_all", "mean_steps"}}"""
-    val_logits, val_labels = step_logits_on(model, val_batches)
+    val_logits, val_labels = step_logits_on(model, val_batches, amp)
     calibration = calibrate_threshold(val_logits, val_labels.numpy(), task)
-    test_logits, test_labels = step_logits_on(model, test_batches)
+    test_logits, test_labels = step_logits_on(model, test_batches, amp)
     labels = test_labels.numpy()
     threshold = calibration["threshold"]
     logits, steps = exit_at(test_logits, 2.0 if threshold is None else threshold, task == MULTI_LABEL)

@@ -465,7 +465,7 @@ class _Run:
         if isinstance(self.model, FocusNet) and self.model.config.num_saccades:
             local = DistContext(device=self.ctx.device)  # every rank scores the whole (small) splits itself
             val, test = (eval_loader(self.data.splits[s], self.batch_size, local) for s in ("val", "test"))
-            metrics["early_exit"] = early_exit_summary(self.model, val, test, self.task)
+            metrics["early_exit"] = early_exit_summary(self.model, val, test, self.task, self.cfg.amp)
         return metrics
 
     # --- outputs ---------------------------------------------------------------------------
