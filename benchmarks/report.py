@@ -102,12 +102,13 @@ def targets() -> str:
                 t, o = r["test"], ref[0]
                 ok = t["acc"]["mean"] >= o.acc and t["auc"]["mean"] >= o.auc
                 rows.append((f"{r['dataset']}, official 100-epoch protocol: FocusNet >= published {method}", f"ACC {t['acc']['mean']:.3f} vs {o.acc:.3f}, AUC {t['auc']['mean']:.3f} vs {o.auc:.3f}", _verdict(ok)))
-    rows += ablation_targets(_load("ablations"))
+    ablations = _load("ablations")
+    rows += ablation_targets(ablations)
     rows += probe_targets(_load("saccade_probe"))
     lines = ["## Targets", "", "Each line is computed by `benchmarks/report.py` from the JSON results in `benchmarks/results/`.", "", "| target | measured | status |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     missing = ["the 3-seed comparisons on pneumoniamnist and adrenalmnist3d", "the synthetic lesion data at 28/64/128 px against ResNet-18"]
-    ablated = {(r["dataset"], r["variant"]) for r in (_load("ablations") or {}).get("rows", [])}
+    ablated = {(r["dataset"], r["variant"]) for r in (ablations or {}).get("rows", [])}
     for d in ABLATION_DATASETS:
         todo = [v for v in (DEFAULT_VARIANT, *ABLATION_CHECKS) if (d, v) not in ablated]
         missing += [f"ablations on {d} ({', '.join(v.split(' (')[0] for v in todo)})"] if todo else []
