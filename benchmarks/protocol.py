@@ -24,9 +24,9 @@ import torch
 
 from focusnet.engine import TrainConfig, train_seeds
 from focusnet.engine.distributed import pick_device
-from focusnet.fileio import write_json, write_text
+from focusnet.fileio import write_text
 from focusnet.official import official_numbers
-from rows import command_line, load_rows
+from rows import append_row, command_line, load_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "protocol.json")
@@ -39,10 +39,10 @@ def row_key(row: dict) -> tuple:
     return (row["dataset"], row["size"], row["model"], row["preset"], row["epochs"], tuple(row["seeds"]))
 
 
-def run_row(dataset: str, size: int, model: str, preset: str, epochs: int, seeds: list[int], data_dir: str, device: str, output_dir: str) -> dict:
+def run_row(dataset: str, size: int, model: str, preset: str, epochs: int, seeds: list[int], data_dir: str, device: str, output_dir: str, seed_workers: int = 1) -> dict:
     cfg = TrainConfig(dataset=dataset, size=size, model=model, preset=preset, epochs=epochs, data_dir=data_dir, device=device, output_dir=output_dir, report=False, progress=False, download=False)
     started = time.perf_counter()
-    parent, summary = train_seeds(cfg, seeds)
+    parent, summary = train_seeds(cfg, seeds, seed_workers)
     wall = time.perf_counter() - started
     runs = summary["runs"]
     return {
@@ -58,15 +58,17 @@ def run_row(dataset: str, size: int, model: str, preset: str, epochs: int, seeds
         "params": runs[0]["params"],
         "flops_per_image": runs[0]["flops_per_image"],
         "wall_s": wall,
-        "machine": machine(pick_device(device)),
+        "machine": machine(pick_device(device), cfg.amp),
+        "seed_workers": seed_workers,
         "command": command_line(),
         "run_folder": os.path.relpath(parent, os.path.join(HERE, "..")),
     }
 
 
-def machine(device: torch.device) -> str:
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU only, {os.cpu_count()} cores"
-    return f"{where}, torch {torch.__version__}"
+def machine(device: torch.device, amp: bool) -> str:
+    if device.type != "cuda":
+        return f"CPU only, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{torch.cuda.get_device_name(device)}{', bf16 autocast' if amp else ''}, torch {torch.__version__}"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -107,6 +109,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=DATA_DIR)
     p.add_argument("--device", default="auto")
     p.add_argument("--output-dir", default=os.path.join(HERE, "runs"))
+    p.add_argument("--seed-workers", type=int, default=1, help="train this many seeds at once, one process each (worth it on a GPU)")
     args = p.parse_args()
     rows = load_rows(RESULTS)
     done = {row_key(r) for r in rows}
@@ -116,9 +119,10 @@ def main() -> None:
             if key in done:
                 print(f"skip {key}: already in {RESULTS}")
                 continue
-            rows.append(run_row(dataset, args.size, model, args.preset, args.epochs, args.seeds, args.data_dir, args.device, args.output_dir))
-            write_json(RESULTS, {"rows": rows})
+            row = run_row(dataset, args.size, model, args.preset, args.epochs, args.seeds, args.data_dir, args.device, args.output_dir, args.seed_workers)
+            rows = append_row(RESULTS, row)
             write_text(MARKDOWN, markdown(rows))
+    rows = load_rows(RESULTS)
     write_text(MARKDOWN, markdown(rows))
     print(markdown(rows))
 

@@ -3,6 +3,8 @@ and the command line that produced them (recorded beside every figure)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -17,6 +19,29 @@ def load_rows(path: str) -> list[dict]:
         return []
     with open(path, encoding="utf-8") as f:
         return json.load(f)["rows"]
+
+
+@contextlib.contextmanager
+def locked(path: str):
+    """Exclusive lock on `path`.lock, so rows appended by benchmark processes running side by side
+    (e.g. several rows on one GPU) do not overwrite each other."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def append_row(path: str, row: dict) -> list[dict]:
+    """Add `row` to the file's current rows (re-read under the lock) and return them all."""
+    from focusnet.fileio import write_json
+
+    with locked(path):
+        rows = load_rows(path) + [row]
+        write_json(path, {"rows": rows})
+    return rows
 
 
 def mean_std(values) -> dict:

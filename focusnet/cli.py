@@ -76,6 +76,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _add(t, "--prediction-loss-weight", type=float, default=None, help="weight of FocusNet's predictive-coding loss (default 0.1)")
     _add(t, "--seed", type=int, default=None)
     _add(t, "--seeds", type=int, nargs="+", default=None, help="one run per seed and a mean +/- std summary")
+    _add(t, "--seed-workers", type=int, default=1, help="with --seeds: train this many seeds at once, one process each (for a GPU)")
     _add(t, "--nan-policy", default=None, choices=("stop", "skip"))
     _add(t, "--n-boot", type=int, default=None, help="bootstrap resamples for the test CIs (default 1000)")
     _add(t, "--max-batches", type=int, default=None, help="cap batches per epoch (smoke tests)")
@@ -163,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FocusNetError("give --dataset (a registered flag) or --data (your own files), not both")
     config = config_from_args(args)
     if args.seeds:
-        train_seeds(config, args.seeds)
+        train_seeds(config, args.seeds, args.seed_workers)
     else:
         train(config, resume=args.resume)
     return 0

@@ -1,0 +1,114 @@
+"""GPU throughput: FocusNet against ResNet-18 side by side on one CUDA device, in fp32, bf16
+autocast, and bf16 autocast + channels_last.
+
+Training steps (forward + backward + Adam) and inference, 2D at 28 px (batch 128) and 3D at 28^3
+(batch 32), images/s as the median of alternated timings (FocusNet, ResNet, FocusNet, ...), each
+timing `--steps` steps between two synchronisations. Writes benchmarks/results/gpu_throughput.{json,md};
+`python benchmarks/report.py` puts it in BENCHMARKS.md. `--device cpu` exists only to test the script.
+
+    python benchmarks/gpu_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import time
+
+import torch
+
+from focusnet.fileio import write_json, write_text
+from focusnet.models import EnhancedFocusNet2D, EnhancedFocusNet3D
+from focusnet.models.resnet import resnet18, resnet18_3d
+from performance import train_step_fn
+from rows import command_line
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CASES = {"2D 28 px, batch 128": (2, 128), "3D 28^3, batch 32": (3, 32)}
+MODES = ("fp32", "bf16 autocast", "bf16 autocast + channels_last")
+
+
+def build(dims: int, mode: str, device: torch.device) -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    models = {"FocusNet": EnhancedFocusNet2D(1, 2), "ResNet-18": resnet18(1, 2)} if dims == 2 else {"FocusNet": EnhancedFocusNet3D(1, 2), "ResNet-18": resnet18_3d(1, 2)}
+    fmt = (torch.channels_last if dims == 2 else torch.channels_last_3d) if "channels_last" in mode else torch.contiguous_format
+    return {name: m.to(device, memory_format=fmt) for name, m in models.items()}
+
+
+def images_per_s(fns: dict, batch: int, steps: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median images/s of each fn, timed in alternation; each timing runs `steps` calls."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for fn in fns.values():  # warm-up (cuDNN picks its algorithms here)
+        fn(), fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            sync()
+            times[name].append(batch * steps / (time.perf_counter() - t0))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def measure(dims: int, batch: int, mode: str, device: torch.device, steps: int, repeats: int) -> dict:
+    models = build(dims, mode, device)
+    fmt = (torch.channels_last if dims == 2 else torch.channels_last_3d) if "channels_last" in mode else torch.contiguous_format
+    x = torch.randn(batch, 1, *(28,) * dims, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 2, (batch, 1), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in mode else contextlib.nullcontext()
+
+    def under_autocast(fn):
+        def run():
+            with autocast:
+                fn()
+        return run
+
+    steps_fns = {name: train_step_fn(m) for name, m in models.items()}
+    train = images_per_s({n: under_autocast(lambda s=s: s(x, y)) for n, s in steps_fns.items()}, batch, steps, repeats, device)
+    for m in models.values():
+        m.eval()
+    with torch.no_grad():
+        infer = images_per_s({n: under_autocast(lambda m=m: m(x)) for n, m in models.items()}, batch, steps, repeats, device)
+    out = {"dims": dims, "batch": batch, "mode": mode, "train_images_per_s": train, "inference_images_per_s": infer}
+    print(out, flush=True)
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = ["## GPU throughput: FocusNet vs ResNet-18", "", f"Machine: {result['machine']}. Command: `{result['command']}`.", "",
+             "Images/s, median of alternated timings; ratio = FocusNet / ResNet-18. On a GPU these small models are bound by",
+             "kernel launches, not arithmetic, so FocusNet's sequential fixations cost more time than their FLOPs suggest.", "",
+             "| case | precision | train FocusNet | train ResNet-18 | ratio | inference FocusNet | inference ResNet-18 | ratio |", "|---|---|---|---|---|---|---|---|"]
+    for case, r in zip(result["case_names"], result["rows"]):
+        t, i = r["train_images_per_s"], r["inference_images_per_s"]
+        lines.append(f"| {case} | {r['mode']} | {t['FocusNet']:,.0f} | {t['ResNet-18']:,.0f} | {t['FocusNet'] / t['ResNet-18']:.2f}x | "
+                     f"{i['FocusNet']:,.0f} | {i['ResNet-18']:,.0f} | {i['FocusNet'] / i['ResNet-18']:.2f}x |")
+    return "\n".join(lines + [""])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--steps", type=int, default=10, help="steps per timing")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here: run this on a machine with a GPU (or --device cpu to test the script)")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU only, {os.cpu_count()} cores"
+    result: dict = {"machine": f"{where}, torch {torch.__version__}", "command": command_line(), "case_names": [], "rows": []}
+    for case, (dims, batch) in CASES.items():
+        for mode in MODES:  # written after every row: a lease that ends early keeps what was measured
+            result["rows"].append(measure(dims, batch, mode, device, args.steps, args.repeats))
+            result["case_names"].append(case)
+            write_json(os.path.join(HERE, "results", "gpu_throughput.json"), result)
+            write_text(os.path.join(HERE, "results", "gpu_throughput.md"), markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
