@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
+import json
 import os
 import statistics
 import time
@@ -30,11 +32,20 @@ CASES = {"2D 28 px, batch 128": (2, 128), "3D 28^3, batch 32": (3, 32)}
 MODES = ("fp32", "bf16 autocast", "bf16 autocast + channels_last")
 
 
+def memory_format(dims: int, mode: str) -> torch.memory_format:
+    return (torch.channels_last if dims == 2 else torch.channels_last_3d) if "channels_last" in mode else torch.contiguous_format
+
+
 def build(dims: int, mode: str, device: torch.device) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     models = {"FocusNet": EnhancedFocusNet2D(1, 2), "ResNet-18": resnet18(1, 2)} if dims == 2 else {"FocusNet": EnhancedFocusNet3D(1, 2), "ResNet-18": resnet18_3d(1, 2)}
-    fmt = (torch.channels_last if dims == 2 else torch.channels_last_3d) if "channels_last" in mode else torch.contiguous_format
-    return {name: m.to(device, memory_format=fmt) for name, m in models.items()}
+    fmt = memory_format(dims, mode)
+    for m in models.values():
+        m.to(device)
+        for t in itertools.chain(m.parameters(), m.buffers()):  # only image-shaped tensors have a channels-last layout
+            if t.dim() == dims + 2:  # (Module.to(memory_format=) refuses FocusNet3D's lower-rank buffers)
+                t.data = t.data.contiguous(memory_format=fmt)
+    return models
 
 
 def images_per_s(fns: dict, batch: int, steps: int, repeats: int, device: torch.device) -> dict[str, float]:
@@ -56,7 +67,7 @@ def images_per_s(fns: dict, batch: int, steps: int, repeats: int, device: torch.
 
 def measure(dims: int, batch: int, mode: str, device: torch.device, steps: int, repeats: int) -> dict:
     models = build(dims, mode, device)
-    fmt = (torch.channels_last if dims == 2 else torch.channels_last_3d) if "channels_last" in mode else torch.contiguous_format
+    fmt = memory_format(dims, mode)
     x = torch.randn(batch, 1, *(28,) * dims, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 2, (batch, 1), device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in mode else contextlib.nullcontext()
@@ -80,13 +91,18 @@ def measure(dims: int, batch: int, mode: str, device: torch.device, steps: int, 
 
 def markdown(result: dict) -> str:
     lines = ["## GPU throughput: FocusNet vs ResNet-18", "", f"Machine: {result['machine']}. Command: `{result['command']}`.", "",
-             "Images/s, median of alternated timings; ratio = FocusNet / ResNet-18. On a GPU these small models are bound by",
-             "kernel launches, not arithmetic, so FocusNet's sequential fixations cost more time than their FLOPs suggest.", "",
+             "Images/s, median of alternated timings; ratio = FocusNet / ResNet-18. FocusNet's sequential fixations are many",
+             "small kernels, so on a GPU its FLOPs saving buys no speed at 28 px; where bf16 autocast is slower than fp32,",
+             "its cast kernels cost more than the arithmetic they save.", "",
              "| case | precision | train FocusNet | train ResNet-18 | ratio | inference FocusNet | inference ResNet-18 | ratio |", "|---|---|---|---|---|---|---|---|"]
     for case, r in zip(result["case_names"], result["rows"]):
         t, i = r["train_images_per_s"], r["inference_images_per_s"]
         lines.append(f"| {case} | {r['mode']} | {t['FocusNet']:,.0f} | {t['ResNet-18']:,.0f} | {t['FocusNet'] / t['ResNet-18']:.2f}x | "
                      f"{i['FocusNet']:,.0f} | {i['ResNet-18']:,.0f} | {i['FocusNet'] / i['ResNet-18']:.2f}x |")
+    done = set(zip(result["case_names"], (r["mode"] for r in result["rows"])))
+    missing = [f"{case}, {mode}" for case in CASES for mode in MODES if (case, mode) not in done]
+    if missing:
+        lines += ["", "Not measured in this run: " + "; ".join(missing) + "."]
     return "\n".join(lines + [""])
 
 
@@ -95,7 +111,12 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--steps", type=int, default=10, help="steps per timing")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--render", action="store_true", help="only rewrite the markdown from the JSON already measured")
     args = p.parse_args()
+    if args.render:
+        with open(os.path.join(HERE, "results", "gpu_throughput.json"), encoding="utf-8") as f:
+            write_text(os.path.join(HERE, "results", "gpu_throughput.md"), markdown(json.load(f)))
+        return
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run this on a machine with a GPU (or --device cpu to test the script)")

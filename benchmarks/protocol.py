@@ -94,6 +94,10 @@ def markdown(rows: list[dict]) -> str:
             f"{t['acc']['mean']:.3f} +/- {t['acc']['std']:.3f} | {t['auc']['mean']:.3f} +/- {t['auc']['std']:.3f} | {published} | "
             f"{r['flops_per_image'] / 1e6:,.1f} | {r['params']:,} | {r['wall_s'] / 60:.1f} min | {r['machine']} |"
         )
+    if any(r.get("seed_workers", 1) > 1 for r in rows):
+        lines += ["", "Rows on a GPU were run together by `OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR 100`: all rows at once,",
+                  "each row's seeds in parallel processes, so their wall times overlap and compare no models. They train under bf16",
+                  "autocast (the default on CUDA); CPU rows train in fp32."]
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
     return "\n".join(lines)
 

@@ -15,7 +15,7 @@ import re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-ORDER = ("protocol", "performance", "ablations", "saccade_probe", "early_exit", "scaling", "data_throughput", "distributed", "distributed_memory", "reliability")
+ORDER = ("protocol", "performance", "gpu_throughput", "ablations", "saccade_probe", "early_exit", "scaling", "data_throughput", "distributed", "distributed_memory", "reliability")
 README_BLOCK = re.compile(r"(<!-- results:start -->\n).*?(<!-- results:end -->)", re.DOTALL)
 
 HEADER = """# FocusNet benchmarks
@@ -87,7 +87,8 @@ def targets() -> str:
             if "focusnet" in models and ref:
                 f, b = models["focusnet"]["test"], ref["test"]
                 ok = f["acc"]["mean"] >= b["acc"]["mean"] and f["auc"]["mean"] >= b["auc"]["mean"]
-                rows.append((f"{dataset}, {epochs} epochs: FocusNet mean test ACC and AUC >= ResNet-18's", f"ACC {f['acc']['mean']:.3f} vs {b['acc']['mean']:.3f}, AUC {f['auc']['mean']:.3f} vs {b['auc']['mean']:.3f}", _verdict(ok)))
+                where = "" if models["focusnet"]["machine"] == ref["machine"] else f" (FocusNet on {_short(models['focusnet']['machine'])}, ResNet-18 on {_short(ref['machine'])})"
+                rows.append((f"{dataset}, {epochs} epochs: FocusNet mean test ACC and AUC >= ResNet-18's", f"ACC {f['acc']['mean']:.3f} vs {b['acc']['mean']:.3f}, AUC {f['auc']['mean']:.3f} vs {b['auc']['mean']:.3f}{where}", _verdict(ok)))
             if "focusnet" in models and "smallcnn" in models:
                 f, c = models["focusnet"]["test"], models["smallcnn"]["test"]
                 ok = f["acc"]["mean"] >= c["acc"]["mean"] and f["auc"]["mean"] >= c["auc"]["mean"]
@@ -107,13 +108,28 @@ def targets() -> str:
     rows += probe_targets(_load("saccade_probe"))
     lines = ["## Targets", "", "Each line is computed by `benchmarks/report.py` from the JSON results in `benchmarks/results/`.", "", "| target | measured | status |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    missing = ["the 3-seed comparisons on pneumoniamnist and adrenalmnist3d", "the synthetic lesion data at 28/64/128 px against ResNet-18"]
+    missing = [f"ResNet-18 under the full 100-epoch protocol on {d}" for d in PROTOCOL_DATASETS if not _has_row(proto, d, 100, ("resnet18", "resnet18_3d"))]
+    missing += [f"FocusNet under the full 100-epoch protocol on {d}" for d in PROTOCOL_DATASETS if not _has_row(proto, d, 100, ("focusnet",))]
+    missing += ["the synthetic lesion data at 28/64/128 px against ResNet-18"]
     ablated = {(r["dataset"], r["variant"]) for r in (ablations or {}).get("rows", [])}
     for d in ABLATION_DATASETS:
         todo = [v for v in (DEFAULT_VARIANT, *ABLATION_CHECKS) if (d, v) not in ablated]
         missing += [f"ablations on {d} ({', '.join(v.split(' (')[0] for v in todo)})"] if todo else []
     lines += ["", "Not measured yet (see the open issues): " + "; ".join(missing) + "."]
     return "\n".join(lines)
+
+
+PROTOCOL_DATASETS = ("breastmnist", "pneumoniamnist", "adrenalmnist3d")
+
+
+def _has_row(proto: dict | None, dataset: str, epochs: int, models: tuple[str, ...]) -> bool:
+    return any(r["dataset"] == dataset and r["epochs"] == epochs and r["model"] in models for r in (proto or {}).get("rows", []))
+
+
+def _short(machine: str) -> str:
+    """'NVIDIA H200, bf16 autocast, torch ...' -> 'NVIDIA H200, bf16 autocast'; CPU rows -> 'CPU, fp32'."""
+    parts = [p for p in machine.split(", ") if not p.startswith("torch ")]
+    return "CPU, fp32" if parts[0].startswith("CPU") else ", ".join(parts)
 
 
 ABLATION_DATASETS = ("synth-lesion", "pneumoniamnist", "breastmnist")

@@ -83,7 +83,7 @@ def test_as_rgb_keeps_rgb(tmp_path, register):
 
 def load_bad(tmp_path, register, info, arrays=None, md5=None):
     info = register(info)
-    path = write_fake_npz(tmp_path, info, arrays=arrays)
+    write_fake_npz(tmp_path, info, arrays=arrays)
     if md5:
         register(replace(info, md5s={28: md5}))
     return lambda: load_dataset(info.flag, data_dir=str(tmp_path), download=False)

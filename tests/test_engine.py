@@ -233,6 +233,15 @@ def test_seeds_summary(data_dir, tmp_path):
     assert json.load(open(os.path.join(parent, "summary.json")))["seeds"] == [0, 1]
 
 
+def test_seeds_in_parallel_processes_match_sequential_runs(data_dir, tmp_path):
+    cfg = tiny(data_dir, tmp_path, epochs=1, max_batches=2)
+    _, sequential = train_seeds(cfg, [0, 1])
+    _, parallel = train_seeds(cfg, [0, 1], workers=2)
+    for split in ("val", "test"):
+        for key in ("acc", "auc"):
+            assert parallel[split][key]["values"] == pytest.approx(sequential[split][key]["values"], abs=1e-6)
+
+
 def test_cli_train_and_script_spelling(data_dir, tmp_path, capsys):
     args = ["train", "--dataset", "synth-lesion", "--data_dir", data_dir, "--epochs", "1", "--max-batches", "1", "--batch-size", "16", "--n-boot", "10", "--output-dir", str(tmp_path), "--width", "8", "--option", "feature_channels=16", "--hidden-size", "32", "--no-report"]
     assert main(args) == 0
@@ -249,6 +258,7 @@ def test_cli_train_and_script_spelling(data_dir, tmp_path, capsys):
         (["train", "--dataset", "synth-lesion", "--model", "vgg"], "unknown model"),
         (["train", "--dataset", "synth-lesion", "--option", "colour=1"], "unknown focusnet option"),
         (["train", "--resume", "/nonexistent/run"], "nothing to resume"),
+        (["train", "--dataset", "synth-lesion", "--seeds", "0", "1", "--seed-workers", "0"], "--seed-workers must be at least 1"),
         (["evaluate", "--checkpoint", "/nonexistent/best_model.pth"], "not found"),
     ],
 )

@@ -37,7 +37,7 @@ from test_data_download import server  # noqa: F401  (the local HTTP server fixt
 from test_data_loading import register  # noqa: F401  (registers made-up datasets for one test)
 
 from focusnet.cli import main
-from focusnet.data import get_dataset_info, load_dataset, registry
+from focusnet.data import get_dataset_info, load_dataset
 from focusnet.data.fakes import fake_arrays, fake_info, write_fake_npz
 from focusnet.engine import TrainConfig, evaluate_checkpoint, load_checkpoint, train
 from focusnet.engine import checkpoint as ckpt_module
