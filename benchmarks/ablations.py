@@ -20,9 +20,9 @@ import time
 
 from focusnet.data.synthetic import SYNTHETIC_SPECS
 from focusnet.engine import TrainConfig, train_seeds
-from focusnet.fileio import write_json, write_text
+from focusnet.fileio import write_text
 from focusnet.viz import checkpoint_hit_rate
-from rows import command_line, load_rows, mean_std
+from rows import append_row, command_line, load_rows, mean_std
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "ablations.json")
@@ -64,7 +64,7 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "synth-lesion"])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help="names from VARIANTS")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT", help="names from VARIANTS (quote each)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--preset", default="official")
@@ -83,10 +83,10 @@ def main() -> None:
             parent, summary = train_seeds(cfg, args.seeds)
             wall_s = time.perf_counter() - started
             hits = seed_hit_rates(parent, args.seeds, cfg) if dataset in SYNTHETIC_SPECS and VARIANTS[variant].get("num_saccades", 2) else None
-            rows.append({"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command})
-            write_json(RESULTS, {"rows": rows})
+            row = {"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command}
+            rows = append_row(RESULTS, row)  # re-read under a lock: ablations can run side by side
             write_text(os.path.join(HERE, "results", "ablations.md"), markdown(rows))
-    print(markdown(rows))
+    print(markdown(load_rows(RESULTS)))
 
 
 if __name__ == "__main__":

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from focusnet.data.synthetic import striped_patch_task
-from focusnet.fileio import write_json, write_text
+from focusnet.fileio import write_text
 from focusnet.flops import count_flops
 from focusnet.models import FocusNet, FocusNetConfig
 from focusnet.viz import hit_rate
-from rows import command_line, load_rows, mean_std
+from rows import append_row, command_line, load_rows, mean_std
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "saccade_probe.json")
@@ -110,11 +110,10 @@ def main() -> None:
                    "acc": mean_std([r["acc"] for r in results]), "flops_per_image": results[0]["flops_per_image"], "wall_s": time.perf_counter() - started, "command": command}
             if "hit_rate" in results[0]:
                 row.update(hit_rate=mean_std([r["hit_rate"] for r in results]), random_hit_rate=mean_std([r["random_hit_rate"] for r in results]))
-            rows.append(row)
+            rows = append_row(RESULTS, row)
             print(f"{size} px, {variant}: ACC {row['acc']['mean']:.3f}" + (f", hit rate {row['hit_rate']['mean']:.3f}" if "hit_rate" in row else ""), flush=True)
-            write_json(RESULTS, {"rows": rows})
             write_text(os.path.join(HERE, "results", "saccade_probe.md"), markdown(rows))
-    print(markdown(rows))
+    print(markdown(load_rows(RESULTS)))
 
 
 if __name__ == "__main__":

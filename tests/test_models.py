@@ -145,6 +145,20 @@ def test_bottom_up_saliency_peaks_where_something_differs_from_its_surround():
         assert torch.isfinite(saliency[1]).all() and torch.isfinite(peaks[1]).all()  # a flat glance: no NaN
 
 
+def test_inhibition_of_return_never_raises_a_visited_place():
+    """Standardised saliency is negative in dull cells: visiting one must not lift it toward 0.
+    Inhibition is measured where saccades land (the in-cell peaks), not at the cell centres."""
+    model = EnhancedFocusNet2D(1, 2, saliency=2.0).eval()
+    h, keys = torch.zeros(1, model.config.hidden_size), torch.zeros(1, 4, model.saliency_keys.out_channels)
+    saliency = torch.tensor([[-1.5, 0.5, 0.5, 0.5]])
+    landing = torch.tensor([[[-0.9, -0.1], [0.5, -0.5], [-0.5, 0.5], [0.5, 0.5]]])  # cell 0's peak far from its centre
+    with torch.no_grad():
+        before = model._saccade_scores(h, keys, saliency, landing, torch.zeros(1, 0, 2), 0.1)
+        after = model._saccade_scores(h, keys, saliency, landing, landing[:, :1], 0.1)
+    assert (after <= before + 1e-6).all()
+    assert after[0, 0] < before[0, 0] and after[0, 0] < after[0, 1:].min()
+
+
 def test_saliency_sends_an_untrained_model_to_the_patch_then_elsewhere():
     """Parameter-free saliency: before any training the first saccade lands on the patch, and
     inhibition of return moves the second one on."""

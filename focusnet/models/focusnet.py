@@ -243,21 +243,29 @@ class FocusNet(nn.Module):
         -> centre (B, d): the attended point (inside the image) plus a learned offset of at most
         MAX_OFFSET per axis (the sensor reads zeros beyond the edge); foveal half-width (B,)."""
         d = self.config.spatial_dims
-        cells = base_grid(round(int(keys.shape[1]) ** (1 / d)), d, h.device, h.dtype).reshape(-1, d)  # (N, d)
-        scores = (keys @ self.query(h)[:, :, None])[..., 0] / math.sqrt(KEY_SIZE)  # (B, N)
-        near = torch.exp(-(cells[None, None] - visited[:, :, None]).pow(2).sum(-1) / (2 * fovea**2))  # (B, t, N)
-        if saliency is not None:  # inhibition of return also acts on the saliency map: the next salient place wins
-            seen = near.amax(dim=1) if visited.shape[1] else torch.zeros_like(saliency)
-            scores = scores + self.config.saliency * saliency * (1 - seen)
-        if visited.shape[1]:
-            scores = scores - F.softplus(self.inhibition) * near.sum(1)
-        weights = torch.softmax(scores, dim=1)
-        attended = weights @ cells if peaks is None else torch.einsum("bn,bnd->bd", weights, peaks)  # (B, d) inside the image
+        cells = base_grid(round(int(keys.shape[1]) ** (1 / d)), d, h.device, h.dtype).reshape(1, -1, d)  # (1, N, d)
+        landing = cells if peaks is None else peaks  # (1 or B, N, d): where a saccade to each cell lands
+        weights = torch.softmax(self._saccade_scores(h, keys, saliency, landing, visited, fovea), dim=1)
+        attended = weights @ cells[0] if peaks is None else torch.einsum("bn,bnd->bd", weights, peaks)  # (B, d) inside the image
         move = self.policy(h)
         center = attended + MAX_OFFSET * torch.tanh(move[:, :d])
         if not self.config.learn_scale:
             return center, h.new_full((h.shape[0],), fovea)
         return center, fovea * torch.exp(0.5 * torch.tanh(move[:, d]))
+
+    def _saccade_scores(self, h: torch.Tensor, keys: torch.Tensor, saliency: torch.Tensor | None, landing: torch.Tensor, visited: torch.Tensor, fovea: float) -> torch.Tensor:
+        """-> (B, N) scores of the glance's cells as the next target: learned (query . key), plus
+        bottom-up saliency, minus inhibition of return around the earlier fixations, measured where
+        a saccade to each cell would land (landing (1 or B, N, d), visited (B, t, d))."""
+        scores = (keys @ self.query(h)[:, :, None])[..., 0] / math.sqrt(KEY_SIZE)  # (B, N)
+        near = torch.exp(-(landing[:, None] - visited[:, :, None]).pow(2).sum(-1) / (2 * fovea**2))  # (B, t, N)
+        if saliency is not None:  # inhibition of return also acts on the saliency map: the next salient place wins
+            seen = near.amax(dim=1) if visited.shape[1] else torch.zeros_like(saliency)
+            lifted = saliency - saliency.amin(dim=1, keepdim=True)  # >= 0, so (1 - seen) can only lower a visited place
+            scores = scores + self.config.saliency * lifted * (1 - seen)
+        if visited.shape[1]:
+            scores = scores - F.softplus(self.inhibition) * near.sum(1)
+        return scores
 
     def _encode(self, glimpse: torch.Tensor, view: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, S*C, *G) -> feature map (B, 2ch, *G/4), features (B, F), gates (B, n_pathways).
