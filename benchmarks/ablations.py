@@ -70,6 +70,7 @@ def main() -> None:
     p.add_argument("--preset", default="official")
     p.add_argument("--data-dir", default=os.path.join(HERE, "..", "..", "shared", "data", "medmnist"))
     p.add_argument("--device", default="auto")
+    p.add_argument("--seed-workers", type=int, default=1, help="train this many seeds at once, one process each (worth it on a GPU)")
     args = p.parse_args()
     rows = load_rows(RESULTS)
     done = {(r["dataset"], r["variant"], r["epochs"], r["preset"], tuple(r["seeds"])) for r in rows}
@@ -80,7 +81,7 @@ def main() -> None:
                 continue
             cfg = TrainConfig(dataset=dataset, model_options=VARIANTS[variant], preset=args.preset, epochs=args.epochs, data_dir=args.data_dir, device=args.device, output_dir=os.path.join(HERE, "runs", "ablations"), report=False, progress=False)
             started = time.perf_counter()
-            parent, summary = train_seeds(cfg, args.seeds)
+            parent, summary = train_seeds(cfg, args.seeds, args.seed_workers)
             wall_s = time.perf_counter() - started
             hits = seed_hit_rates(parent, args.seeds, cfg) if dataset in SYNTHETIC_SPECS and VARIANTS[variant].get("num_saccades", 2) else None
             row = {"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command}

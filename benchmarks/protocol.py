@@ -23,6 +23,7 @@ import time
 import torch
 
 from focusnet.engine import TrainConfig, train_seeds
+from focusnet.cli import parse_options
 from focusnet.engine.distributed import pick_device
 from focusnet.fileio import write_text
 from focusnet.official import official_numbers
@@ -36,11 +37,17 @@ OFFICIAL_METHOD = {2: "ResNet-18 (28)", 3: "ResNet-18+3D"}
 
 
 def row_key(row: dict) -> tuple:
-    return (row["dataset"], row["size"], row["model"], row["preset"], row["epochs"], tuple(row["seeds"]))
+    return (row["dataset"], row["size"], row["model"], tuple(sorted(row.get("options", {}).items())), row["preset"], row["epochs"], tuple(row["seeds"]))
 
 
-def run_row(dataset: str, size: int, model: str, preset: str, epochs: int, seeds: list[int], data_dir: str, device: str, output_dir: str, seed_workers: int = 1) -> dict:
-    cfg = TrainConfig(dataset=dataset, size=size, model=model, preset=preset, epochs=epochs, data_dir=data_dir, device=device, output_dir=output_dir, report=False, progress=False, download=False)
+def model_label(row: dict) -> str:
+    """'focusnet', or with its non-default options: 'focusnet (fovea_scaling=pixels, saliency=2)'."""
+    options = row.get("options") or {}
+    return row["model"] + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(options.items())) + ")" if options else "")
+
+
+def run_row(dataset: str, size: int, model: str, options: dict, preset: str, epochs: int, seeds: list[int], data_dir: str, device: str, output_dir: str, seed_workers: int = 1) -> dict:
+    cfg = TrainConfig(dataset=dataset, size=size, model=model, model_options=options, preset=preset, epochs=epochs, data_dir=data_dir, device=device, output_dir=output_dir, report=False, progress=False, download=False)
     started = time.perf_counter()
     parent, summary = train_seeds(cfg, seeds, seed_workers)
     wall = time.perf_counter() - started
@@ -49,6 +56,7 @@ def run_row(dataset: str, size: int, model: str, preset: str, epochs: int, seeds
         "dataset": dataset,
         "size": size,
         "model": runs[0]["model"],
+        "options": options,
         "preset": preset,
         "epochs": epochs,
         "seeds": list(seeds),
@@ -84,13 +92,13 @@ def markdown(rows: list[dict]) -> str:
         "| dataset | model | epochs | seeds | test ACC | test AUC | published ResNet-18 ACC / AUC | MFLOPs/image | params | wall time | machine |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["dataset"], -r["epochs"], r["model"])):
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["size"], -r["epochs"], model_label(r))):
         dims = 3 if r["dataset"].endswith("3d") else 2
-        ref = [o for o in official_numbers(r["dataset"]) if o.method == OFFICIAL_METHOD[dims]]
+        ref = [o for o in official_numbers(r["dataset"]) if o.method == OFFICIAL_METHOD[dims]] if r["size"] == 28 else []  # published at 28 only
         published = f"{ref[0].acc:.3f} / {ref[0].auc:.3f}" if ref else "n/a"
         t = r["test"]
         lines.append(
-            f"| {r['dataset']} ({r['size']}) | {r['model']} | {r['epochs']} | {len(r['seeds'])} | "
+            f"| {r['dataset']} ({r['size']}) | {model_label(r)} | {r['epochs']} | {len(r['seeds'])} | "
             f"{t['acc']['mean']:.3f} +/- {t['acc']['std']:.3f} | {t['auc']['mean']:.3f} +/- {t['auc']['std']:.3f} | {published} | "
             f"{r['flops_per_image'] / 1e6:,.1f} | {r['params']:,} | {r['wall_s'] / 60:.1f} min | {r['machine']} |"
         )
@@ -113,17 +121,21 @@ def main() -> None:
     p.add_argument("--data-dir", default=DATA_DIR)
     p.add_argument("--device", default="auto")
     p.add_argument("--output-dir", default=os.path.join(HERE, "runs"))
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a FocusNet option for the focusnet rows, e.g. --option saliency=2")
     p.add_argument("--seed-workers", type=int, default=1, help="train this many seeds at once, one process each (worth it on a GPU)")
     args = p.parse_args()
     rows = load_rows(RESULTS)
     done = {row_key(r) for r in rows}
+    options = parse_options(args.option)
     for dataset in args.datasets:
         for model in args.models:
-            key = (dataset, args.size, model if not (model == "resnet18" and dataset.endswith("3d")) else "resnet18_3d", args.preset, args.epochs, tuple(args.seeds))
+            opts = options if model == "focusnet" else {}  # the baselines take no options
+            name = "resnet18_3d" if model == "resnet18" and dataset.endswith("3d") else model
+            key = row_key({"dataset": dataset, "size": args.size, "model": name, "options": opts, "preset": args.preset, "epochs": args.epochs, "seeds": args.seeds})
             if key in done:
                 print(f"skip {key}: already in {RESULTS}")
                 continue
-            row = run_row(dataset, args.size, model, args.preset, args.epochs, args.seeds, args.data_dir, args.device, args.output_dir, args.seed_workers)
+            row = run_row(dataset, args.size, model, opts, args.preset, args.epochs, args.seeds, args.data_dir, args.device, args.output_dir, args.seed_workers)
             rows = append_row(RESULTS, row)
             write_text(MARKDOWN, markdown(rows))
     rows = load_rows(RESULTS)

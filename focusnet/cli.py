@@ -122,12 +122,13 @@ def config_from_args(args: argparse.Namespace):
         raise FocusNetError(f"model_options in {args.config} must be a JSON object of FocusNet options, got {type(options).__name__}")
     options = dict(options)
     options.update({k: getattr(args, k) for k in (*MODEL_FLAGS, *MODEL_SWITCHES) if getattr(args, k) is not None})
-    options.update(_parse_options(args.option))
+    options.update(parse_options(args.option))
     values["model_options"] = options
     return TrainConfig.from_dict(values)
 
 
-def _parse_options(items: list[str]) -> dict:
+def parse_options(items: list[str]) -> dict:
+    """["saliency=2", "pathways=mp"] -> {"saliency": 2, "pathways": "mp"} (values read as JSON when they parse)."""
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
