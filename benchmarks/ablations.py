@@ -20,8 +20,9 @@ import time
 
 from focusnet.data.synthetic import SYNTHETIC_SPECS
 from focusnet.engine import TrainConfig, train_seeds
-from focusnet.fileio import write_text
 from focusnet.viz import checkpoint_hit_rate
+from focusnet.engine.distributed import pick_device
+from protocol import machine
 from rows import append_row, command_line, load_rows, mean_std
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,7 +38,9 @@ VARIANTS = {
     "no predictive coding": {"predictive_coding": False},
     "no saccadic suppression": {"suppression": False},
     "with bottom-up saliency (option)": {"saliency": 2.0},  # off by default; at 28 px fovea_scaling makes no difference
+    "with step losses (option)": {"step_loss_weight": 1.0},  # a training option: the glance and each saccade classify too
 }
+TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)  # variant keys that are training options, not FocusNet options
 
 
 def seed_hit_rates(parent: str, seeds: list[int], cfg: TrainConfig) -> dict:
@@ -49,6 +52,10 @@ def seed_hit_rates(parent: str, seeds: list[int], cfg: TrainConfig) -> dict:
 def _hit_cell(row: dict) -> str:
     h = row.get("hit_rate")
     return f"{h['hit_rate']['mean']:.3f} +/- {h['hit_rate']['std']:.3f} (random {h['random_hit_rate']['mean']:.3f})" if h else "-"
+
+
+def row_key(row: dict) -> tuple:
+    return (row["dataset"], row["variant"], row["epochs"], row["preset"], tuple(row["seeds"]))
 
 
 def markdown(rows: list[dict]) -> str:
@@ -73,20 +80,22 @@ def main() -> None:
     p.add_argument("--seed-workers", type=int, default=1, help="train this many seeds at once, one process each (worth it on a GPU)")
     args = p.parse_args()
     rows = load_rows(RESULTS)
-    done = {(r["dataset"], r["variant"], r["epochs"], r["preset"], tuple(r["seeds"])) for r in rows}
+    done = {row_key(r) for r in rows}
     command = command_line()
     for dataset in args.datasets:
         for variant in args.variants:
-            if (dataset, variant, args.epochs, args.preset, tuple(args.seeds)) in done:
+            if row_key({"dataset": dataset, "variant": variant, "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds}) in done:
                 continue
-            cfg = TrainConfig(dataset=dataset, model_options=VARIANTS[variant], preset=args.preset, epochs=args.epochs, data_dir=args.data_dir, device=args.device, output_dir=os.path.join(HERE, "runs", "ablations"), report=False, progress=False)
+            options = VARIANTS[variant]
+            train_options = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
+            model_options = {k: v for k, v in options.items() if k not in TRAIN_FIELDS}
+            cfg = TrainConfig(dataset=dataset, model_options=model_options, **train_options, preset=args.preset, epochs=args.epochs, data_dir=args.data_dir, device=args.device, output_dir=os.path.join(HERE, "runs", "ablations"), report=False, progress=False)
             started = time.perf_counter()
             parent, summary = train_seeds(cfg, args.seeds, args.seed_workers)
             wall_s = time.perf_counter() - started
             hits = seed_hit_rates(parent, args.seeds, cfg) if dataset in SYNTHETIC_SPECS and VARIANTS[variant].get("num_saccades", 2) else None
-            row = {"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command}
-            rows = append_row(RESULTS, row)  # re-read under a lock: ablations can run side by side
-            write_text(os.path.join(HERE, "results", "ablations.md"), markdown(rows))
+            row = {"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command, "machine": machine(pick_device(args.device), cfg.amp)}
+            rows = append_row(RESULTS, row, row_key, os.path.join(HERE, "results", "ablations.md"), markdown)  # under a lock: ablations can run side by side
     print(markdown(load_rows(RESULTS)))
 
 

@@ -4,7 +4,7 @@ autocast, and bf16 autocast + channels_last.
 Training steps (forward + backward + Adam) and inference, 2D at 28 px (batch 128) and 3D at 28^3
 (batch 32), images/s as the median of alternated timings (FocusNet, ResNet, FocusNet, ...), each
 timing `--steps` steps between two synchronisations. Writes benchmarks/results/gpu_throughput.{json,md};
-`python benchmarks/report.py` puts it in BENCHMARKS.md. `--device cpu` exists only to test the script.
+`python benchmarks/report.py` puts it in BENCHMARKS.md. `--device cpu` exists only to test the script (give it `--out-dir` elsewhere).
 
     python benchmarks/gpu_throughput.py
 """
@@ -112,12 +112,16 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per timing")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--render", action="store_true", help="only rewrite the markdown from the JSON already measured")
+    p.add_argument("--out-dir", default=os.path.join(HERE, "results"), help="where gpu_throughput.{json,md} go")
     args = p.parse_args()
+    json_path, md_path = (os.path.join(args.out_dir, f"gpu_throughput.{ext}") for ext in ("json", "md"))
     if args.render:
-        with open(os.path.join(HERE, "results", "gpu_throughput.json"), encoding="utf-8") as f:
-            write_text(os.path.join(HERE, "results", "gpu_throughput.md"), markdown(json.load(f)))
+        with open(json_path, encoding="utf-8") as f:
+            write_text(md_path, markdown(json.load(f)))
         return
     device = torch.device(args.device)
+    if device.type != "cuda" and os.path.abspath(args.out_dir) == os.path.join(HERE, "results"):
+        raise SystemExit("--device cpu only tests the script: give --out-dir somewhere else, so the GPU results stay")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run this on a machine with a GPU (or --device cpu to test the script)")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU only, {os.cpu_count()} cores"
@@ -126,8 +130,8 @@ def main() -> None:
         for mode in MODES:  # written after every row: a lease that ends early keeps what was measured
             result["rows"].append(measure(dims, batch, mode, device, args.steps, args.repeats))
             result["case_names"].append(case)
-            write_json(os.path.join(HERE, "results", "gpu_throughput.json"), result)
-            write_text(os.path.join(HERE, "results", "gpu_throughput.md"), markdown(result))
+            write_json(json_path, result)
+            write_text(md_path, markdown(result))
     print(markdown(result))
 
 

@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning on shared cores
 
 import argparse
+import json
 import time
 
 import torch
@@ -37,7 +38,7 @@ OFFICIAL_METHOD = {2: "ResNet-18 (28)", 3: "ResNet-18+3D"}
 
 
 def row_key(row: dict) -> tuple:
-    return (row["dataset"], row["size"], row["model"], tuple(sorted(row.get("options", {}).items())), row["preset"], row["epochs"], tuple(row["seeds"]))
+    return (row["dataset"], row["size"], row["model"], json.dumps(row.get("options", {}), sort_keys=True), row["preset"], row["epochs"], tuple(row["seeds"]))
 
 
 def model_label(row: dict) -> str:
@@ -102,8 +103,8 @@ def markdown(rows: list[dict]) -> str:
             f"{t['acc']['mean']:.3f} +/- {t['acc']['std']:.3f} | {t['auc']['mean']:.3f} +/- {t['auc']['std']:.3f} | {published} | "
             f"{r['flops_per_image'] / 1e6:,.1f} | {r['params']:,} | {r['wall_s'] / 60:.1f} min | {r['machine']} |"
         )
-    if any(r.get("seed_workers", 1) > 1 for r in rows):
-        lines += ["", "Rows on a GPU were run together by `OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR 100`: all rows at once,",
+    if any(not r["machine"].startswith("CPU") for r in rows):
+        lines += ["", "Rows on a GPU were run by `OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR 100`: several rows at once,",
                   "each row's seeds in parallel processes, so their wall times overlap and compare no models. They train under bf16",
                   "autocast (the default on CUDA); CPU rows train in fp32."]
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
@@ -136,8 +137,7 @@ def main() -> None:
                 print(f"skip {key}: already in {RESULTS}")
                 continue
             row = run_row(dataset, args.size, model, opts, args.preset, args.epochs, args.seeds, args.data_dir, args.device, args.output_dir, args.seed_workers)
-            rows = append_row(RESULTS, row)
-            write_text(MARKDOWN, markdown(rows))
+            rows = append_row(RESULTS, row, row_key, MARKDOWN, markdown)
     rows = load_rows(RESULTS)
     write_text(MARKDOWN, markdown(rows))
     print(markdown(rows))

@@ -86,7 +86,7 @@ def targets() -> str:
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     missing = [f"ResNet-18 under the full 100-epoch protocol on {d}" for d in PROTOCOL_DATASETS if not _has_row(proto, d, 100, ("resnet18", "resnet18_3d"))]
     missing += [f"FocusNet under the full 100-epoch protocol on {d}" for d in PROTOCOL_DATASETS if not _has_row(proto, d, 100, ("focusnet",))]
-    missing += [f"synth-lesion at {size} px: FocusNet and ResNet-18 under the same protocol" for size in SYNTHETIC_SIZES if not (_has_row(proto, "synth-lesion", None, ("focusnet",), size) and _has_row(proto, "synth-lesion", None, ("resnet18",), size))]
+    missing += [f"synth-lesion at {size} px: FocusNet and ResNet-18 under the same protocol" for size in SYNTHETIC_SIZES if not _has_pair(proto, "synth-lesion", size)]
     ablated = {(r["dataset"], r["variant"]) for r in (ablations or {}).get("rows", [])}
     for d in ABLATION_DATASETS:
         todo = [v for v in (DEFAULT_VARIANT, *ABLATION_CHECKS) if (d, v) not in ablated]
@@ -101,9 +101,22 @@ PROTOCOL_DATASETS = ("breastmnist", "pneumoniamnist", "adrenalmnist3d")
 SYNTHETIC_SIZES = (28, 64, 128)
 
 
-def _has_row(proto: dict | None, dataset: str, epochs: int | None, models: tuple[str, ...], size: int = 28) -> bool:
-    """Is there a row of one of `models` on `dataset` at `size` (with `epochs`, unless None)?"""
-    return any(r["dataset"] == dataset and r["size"] == size and epochs in (None, r["epochs"]) and r["model"] in models for r in (proto or {}).get("rows", []))
+def _has_row(proto: dict | None, dataset: str, epochs: int, models: tuple[str, ...], size: int = 28) -> bool:
+    """Is there a row of one of `models` (FocusNet with its default options) on `dataset` at `size` with `epochs`?"""
+    return any(r["dataset"] == dataset and r["size"] == size and r["epochs"] == epochs and r["model"] in models and not r.get("options") for r in (proto or {}).get("rows", []))
+
+
+def _groups(proto: dict | None) -> dict[tuple, list[dict]]:
+    """Rows that compare: same dataset, size, preset, epochs and seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in (proto or {}).get("rows", []):
+        groups.setdefault((r["dataset"], r["size"], r["preset"], r["epochs"], tuple(r["seeds"])), []).append(r)
+    return groups
+
+
+def _has_pair(proto: dict | None, dataset: str, size: int) -> bool:
+    """Were the default FocusNet and ResNet-18 trained on `dataset` at `size` under the same protocol?"""
+    return any(k[:2] == (dataset, size) and {"focusnet", "resnet18"} <= {r["model"] for r in g if not r.get("options")} for k, g in _groups(proto).items())
 
 
 def _versus(f: dict, b: dict) -> tuple[str, bool]:
@@ -118,18 +131,16 @@ def accuracy_targets(proto: dict | None) -> list[tuple[str, str, str]]:
     from focusnet.official import official_numbers
     from protocol import model_label
 
-    rows, groups = [], {}
-    for r in (proto or {}).get("rows", []):
-        groups.setdefault((r["dataset"], r["size"], r["epochs"]), []).append(r)
-    for (dataset, size, epochs), group in sorted(groups.items()):
+    rows = []
+    for (dataset, size, preset, epochs, _), group in sorted(_groups(proto).items()):
         ref = next((r for r in group if r["model"] in ("resnet18", "resnet18_3d")), None)
         cnn = next((r for r in group if r["model"] == "smallcnn"), None)
-        where = f"{dataset} ({size} px), {epochs} epochs"
+        where = f"{dataset} ({size} px), {epochs} epochs" + ("" if preset == "official" else f", {preset} preset")
         for f in (r for r in group if r["model"] == "focusnet"):
             label = model_label(f).replace("focusnet", "FocusNet", 1)
             if ref:
                 text, ok = _versus(f, ref)
-                machines = "" if f["machine"] == ref["machine"] else f" (FocusNet on {_short(f['machine'])}, ResNet-18 on {_short(ref['machine'])})"
+                machines = "" if _short(f["machine"]) == _short(ref["machine"]) else f" (FocusNet on {_short(f['machine'])}, ResNet-18 on {_short(ref['machine'])})"
                 rows.append((f"{where}: {label} mean test ACC and AUC >= ResNet-18's", text + machines, _verdict(ok)))
             if cnn:
                 text, ok = _versus(f, cnn)
@@ -162,6 +173,7 @@ ABLATION_CHECKS = (  # the default must beat each of these for the missing compo
 )
 
 
+CPU_ROWS = "CPU only, 2 cores"
 NOT_SHOWN = "**not shown** (within the seed spread)"
 
 
@@ -192,6 +204,8 @@ def ablation_targets(ablations: dict | None) -> list[tuple[str, str, str]]:
         else:
             verdict = NOT_SHOWN
         measured = f"ACC {f['acc']['mean']:.3f} vs {v['acc']['mean']:.3f} (spread {diffs['acc'][1]:.3f}), AUC {f['auc']['mean']:.3f} vs {v['auc']['mean']:.3f} (spread {diffs['auc'][1]:.3f})"
+        machines = [_short(row.get("machine", CPU_ROWS)) for row in (same[0], r)]  # rows from before machines were recorded ran on the CPU
+        measured += "" if machines[0] == machines[1] else f" (default on {machines[0]}, variant on {machines[1]})"
         rows.append((f"ablation ({r['dataset']}, {r['epochs']} epochs, {len(r['seeds'])} seeds): the default beats \"{r['variant']}\"", measured, verdict))
     return rows
 

@@ -34,13 +34,20 @@ def locked(path: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def append_row(path: str, row: dict) -> list[dict]:
-    """Add `row` to the file's current rows (re-read under the lock) and return them all."""
-    from focusnet.fileio import write_json
+def append_row(path: str, row: dict, key, markdown_path: str, markdown) -> list[dict]:
+    """Add `row` to the file's current rows (re-read under the lock, unless a row with the same
+    `key(row)` is there already) and rewrite `markdown_path` from all of them, still under the
+    lock so the last writer's markdown holds every row. Returns the rows."""
+    from focusnet.fileio import write_json, write_text
 
     with locked(path):
-        rows = load_rows(path) + [row]
-        write_json(path, {"rows": rows})
+        rows = load_rows(path)
+        if key(row) in {key(r) for r in rows}:
+            print(f"not added: a row with key {key(row)} is already in {path}")
+        else:
+            rows.append(row)
+            write_json(path, {"rows": rows})
+        write_text(markdown_path, markdown(rows))
     return rows
 
 

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from focusnet.data.synthetic import striped_patch_task
-from focusnet.fileio import write_text
 from focusnet.flops import count_flops
 from focusnet.models import FocusNet, FocusNetConfig
 from focusnet.viz import hit_rate
@@ -66,6 +65,10 @@ def run(size: int, options: dict, seed: int, epochs: int, n_train: int) -> dict:
     return out
 
 
+def row_key(row: dict) -> tuple:
+    return (row["size"], row["variant"], row["epochs"], row["n_train"], tuple(row["seeds"]))
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [
         "## When saccades earn their place: the striped-patch probe",
@@ -98,11 +101,11 @@ def main() -> None:
     if unknown:
         sys.exit(f"error: unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     rows = load_rows(RESULTS)
-    done = {(r["size"], r["variant"], r["epochs"], r["n_train"], tuple(r["seeds"])) for r in rows}
+    done = {row_key(r) for r in rows}
     command = command_line()
     for size in args.sizes:
         for variant in args.variants:
-            if (size, variant, args.epochs, args.n_train, tuple(args.seeds)) in done:
+            if row_key({"size": size, "variant": variant, "epochs": args.epochs, "n_train": args.n_train, "seeds": args.seeds}) in done:
                 continue
             started = time.perf_counter()
             results = [run(size, VARIANTS[variant], s, args.epochs, args.n_train) for s in args.seeds]
@@ -110,9 +113,8 @@ def main() -> None:
                    "acc": mean_std([r["acc"] for r in results]), "flops_per_image": results[0]["flops_per_image"], "wall_s": time.perf_counter() - started, "command": command}
             if "hit_rate" in results[0]:
                 row.update(hit_rate=mean_std([r["hit_rate"] for r in results]), random_hit_rate=mean_std([r["random_hit_rate"] for r in results]))
-            rows = append_row(RESULTS, row)
+            rows = append_row(RESULTS, row, row_key, os.path.join(HERE, "results", "saccade_probe.md"), markdown)
             print(f"{size} px, {variant}: ACC {row['acc']['mean']:.3f}" + (f", hit rate {row['hit_rate']['mean']:.3f}" if "hit_rate" in row else ""), flush=True)
-            write_text(os.path.join(HERE, "results", "saccade_probe.md"), markdown(rows))
     print(markdown(load_rows(RESULTS)))
 
 

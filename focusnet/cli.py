@@ -74,6 +74,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _add(t, "--class-weights", default=None, choices=("none", "balanced"), help="balanced: loss weighted by inverse class frequency")
     _switch(t, "balanced-sampling", "draw training images with probability 1 / class frequency")
     _add(t, "--prediction-loss-weight", type=float, default=None, help="weight of FocusNet's predictive-coding loss (default 0.1)")
+    _add(t, "--step-loss-weight", type=float, default=None, help="FocusNet: also train the glance and each earlier saccade to classify, with this weight (default 0)")
     _add(t, "--seed", type=int, default=None)
     _add(t, "--seeds", type=int, nargs="+", default=None, help="one run per seed and a mean +/- std summary")
     _add(t, "--seed-workers", type=int, default=1, help="with --seeds: train this many seeds at once, one process each (for a GPU)")
@@ -90,7 +91,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _switch(r, "progress", "progress bars (default: when stderr is a terminal)")
 
 
-TRAIN_OPTIONS = ("dataset", "data", "task", "on_bad_image", "balanced_sampling", "size", "data_dir", "as_rgb", "download", "model", "preset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "scheduler", "augment", "grad_clip", "loss", "focal_gamma", "class_weights", "prediction_loss_weight", "seed", "nan_policy", "n_boot", "max_batches", "device", "amp", "num_threads", "output_dir", "report", "progress")
+TRAIN_OPTIONS = ("dataset", "data", "task", "on_bad_image", "balanced_sampling", "size", "data_dir", "as_rgb", "download", "model", "preset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "scheduler", "augment", "grad_clip", "loss", "focal_gamma", "class_weights", "prediction_loss_weight", "step_loss_weight", "seed", "nan_policy", "n_boot", "max_batches", "device", "amp", "num_threads", "output_dir", "report", "progress")
 
 
 def _size(value: str) -> int | str:

@@ -274,3 +274,24 @@ def test_unwritable_output_dir(data_dir, tmp_path):
     blocked.write_text("x")
     with pytest.raises(FocusNetError, match="cannot"):
         train(tiny(data_dir, tmp_path, output_dir=str(blocked / "results")))
+
+
+def test_step_loss_adds_the_mean_loss_of_the_earlier_steps():
+    from focusnet.engine.trainer import LossModel
+    from focusnet.models import EnhancedFocusNet2D
+
+    torch.manual_seed(0)
+    model, criterion = EnhancedFocusNet2D(1, 3, num_saccades=2).eval(), torch.nn.CrossEntropyLoss()
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        trace = model.forward_trace(x)
+        loss, logits = LossModel(model, criterion, 0.1, step_loss_weight=0.5)(x, y)
+        plain, _ = LossModel(model, criterion, 0.1)(x, y)
+    earlier = sum(criterion(trace.step_logits[:, t], y) for t in range(2)) / 2  # the glance and the first saccade
+    torch.testing.assert_close(plain, criterion(trace.logits, y) + 0.1 * trace.prediction_loss)
+    torch.testing.assert_close(loss, plain + 0.5 * earlier)
+    torch.testing.assert_close(logits, trace.logits)
+    glance_only = EnhancedFocusNet2D(1, 3, num_saccades=0).eval()  # one step: nothing earlier to supervise
+    assert LossModel(glance_only, criterion, 0.1, step_loss_weight=0.5).steps == 0.0
+    with pytest.raises(FocusNetError, match="loss weights must be >= 0"):
+        TrainConfig(dataset="synth-lesion", step_loss_weight=-1).resolved()

@@ -155,8 +155,15 @@ def test_inhibition_of_return_never_raises_a_visited_place():
     with torch.no_grad():
         before = model._saccade_scores(h, keys, saliency, landing, torch.zeros(1, 0, 2), 0.1)
         after = model._saccade_scores(h, keys, saliency, landing, landing[:, :1], 0.1)
+    inhibition = torch.nn.functional.softplus(model.inhibition).item()
     assert (after <= before + 1e-6).all()
-    assert after[0, 0] < before[0, 0] and after[0, 0] < after[0, 1:].min()
+    assert after[0, 0] < before[0, 0] - 0.5 * inhibition and after[0, 0] < after[0, 1:].min()
+    # through _fixate: a saliency peak far from its cell's centre, once visited, stops drawing the saccade
+    saliency = torch.tensor([[1.5, -0.5, -0.5, -0.5]])
+    with torch.no_grad():
+        first, _ = model._fixate(h, keys, saliency, landing, torch.zeros(1, 0, 2), 0.1)
+        second, _ = model._fixate(h, keys, saliency, landing, landing[:, :1], 0.1)
+    assert (second - landing[:, 0]).norm() > (first - landing[:, 0]).norm() + 0.3
 
 
 def test_saliency_sends_an_untrained_model_to_the_patch_then_elsewhere():

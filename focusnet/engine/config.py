@@ -56,6 +56,7 @@ class TrainConfig:
     class_weights: str = "none"  # "balanced": inverse class frequency of the training split
     balanced_sampling: bool = False  # draw training images with probability 1 / class frequency
     prediction_loss_weight: float = 0.1  # FocusNet's auxiliary predictive-coding loss
+    step_loss_weight: float = 0.0  # FocusNet: weight of the mean loss of the earlier steps' logits (deep supervision); 0 = final step only
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
@@ -91,6 +92,8 @@ class TrainConfig:
             raise FocusNetError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.lr or self.lr <= 0:
             raise FocusNetError(f"learning rate must be > 0, got {self.lr}")
+        if self.prediction_loss_weight < 0 or self.step_loss_weight < 0:
+            raise FocusNetError(f"loss weights must be >= 0, got prediction {self.prediction_loss_weight}, step {self.step_loss_weight}")
         if any(not 0 < m < 1 for m in self.milestones):
             raise FocusNetError(f"milestones are fractions of the epochs in (0, 1), got {list(self.milestones)}")
 

@@ -96,15 +96,21 @@ class LossModel(nn.Module):
     """(x, y) -> (loss, logits). Wrapping the loss inside the module lets DDP see one forward that
     includes FocusNet's auxiliary predictive-coding loss, which needs `forward_trace`."""
 
-    def __init__(self, model: nn.Module, criterion: nn.Module, prediction_loss_weight: float) -> None:
+    def __init__(self, model: nn.Module, criterion: nn.Module, prediction_loss_weight: float, step_loss_weight: float = 0.0) -> None:
         super().__init__()
         self.model, self.criterion = model, criterion
-        self.aux = prediction_loss_weight if isinstance(model, FocusNet) and model.config.predictive_coding else 0.0
+        focusnet = isinstance(model, FocusNet)
+        self.aux = prediction_loss_weight if focusnet and model.config.predictive_coding else 0.0
+        self.steps = step_loss_weight if focusnet and model.config.num_saccades else 0.0
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.aux:
+        if self.aux or self.steps:
             trace = self.model.forward_trace(x)
-            return self.criterion(trace.logits, y) + self.aux * trace.prediction_loss, trace.logits
+            loss = self.criterion(trace.logits, y) + self.aux * trace.prediction_loss
+            if self.steps:  # deep supervision: the glance and every saccade but the last must classify too
+                earlier = trace.step_logits[:, :-1]
+                loss = loss + self.steps * sum(self.criterion(earlier[:, t], y) for t in range(earlier.shape[1])) / earlier.shape[1]
+            return loss, trace.logits
         logits = self.model(x)
         return self.criterion(logits, y), logits
 
@@ -293,7 +299,7 @@ class _Run:
         torch.manual_seed(cfg.seed + ctx.rank)  # dropout masks differ between ranks
         self.criterion = make_criterion(self.task, info.num_classes, cfg.loss, _class_weights(self.data, cfg), cfg.focal_gamma).to(ctx.device)
         self.val_criterion = copy.deepcopy(self.criterion).cpu()  # validation logits come back on the CPU
-        self.loss_model: nn.Module = LossModel(self.model, self.criterion, cfg.prediction_loss_weight)
+        self.loss_model: nn.Module = LossModel(self.model, self.criterion, cfg.prediction_loss_weight, cfg.step_loss_weight)
         if ctx.distributed:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.loss_model = nn.parallel.DistributedDataParallel(self.loss_model, device_ids=ids)
@@ -527,6 +533,8 @@ def train_seeds(config: TrainConfig, seeds: list[int], workers: int = 1) -> tupl
     """
     if workers < 1:
         raise FocusNetError(f"--seed-workers must be at least 1, got {workers}")
+    if workers > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each worker would join the process group
+        raise FocusNetError("--seed-workers cannot be combined with torchrun; give the seeds one at a time to torchrun, or drop torchrun")
     cfg = config.resolved()
     name = custom_flag(cfg.data) if cfg.data else cfg.dataset
     parent = new_run_dir(cfg.output_dir, name)
@@ -534,9 +542,11 @@ def train_seeds(config: TrainConfig, seeds: list[int], workers: int = 1) -> tupl
     if workers == 1 or len(seeds) == 1:
         results = [_train_seed(*job) for job in jobs]
     else:  # spawn: CUDA cannot be used in a forked child
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(min(workers, len(seeds)), mp_context=context) as pool:
+        pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(seeds)), mp_context=multiprocessing.get_context("spawn"))
+        try:
             results = list(pool.map(_train_seed, *zip(*jobs)))
+        finally:  # after a failure, seeds not started yet are dropped instead of trained for nothing
+            pool.shutdown(cancel_futures=True)
     summary = summarize_seeds([metrics for _, metrics in results], seeds)
     write_json(os.path.join(parent, "summary.json"), summary)
     link_latest(results[-1][0], os.path.join(cfg.output_dir, f"{name}_latest"))
