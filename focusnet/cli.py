@@ -84,6 +84,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("running")
     _add(r, "--device", default=None, choices=("auto", "cpu", "cuda"))
     _switch(r, "amp", "bfloat16 autocast on CUDA (default on)")
+    _switch(r, "amp-cpu", "bfloat16 autocast on the CPU too (default off)")
+    _switch(r, "channels-last", "channels-last memory layout for the model and training batches")
+    _add(r, "--compile", nargs="?", const="inductor", default=None, metavar="BACKEND", help="torch.compile the training step (default backend inductor)")
     _add(r, "--num-threads", type=int, default=None)
     _add(r, "--output-dir", default=None, help="parent of the run folders (default results)")
     _add(r, "--resume", default=None, metavar="RUN_DIR", help="continue a run folder after its last complete epoch")
@@ -91,7 +94,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _switch(r, "progress", "progress bars (default: when stderr is a terminal)")
 
 
-TRAIN_OPTIONS = ("dataset", "data", "task", "on_bad_image", "balanced_sampling", "size", "data_dir", "as_rgb", "download", "model", "preset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "scheduler", "augment", "grad_clip", "loss", "focal_gamma", "class_weights", "prediction_loss_weight", "step_loss_weight", "seed", "nan_policy", "n_boot", "max_batches", "device", "amp", "num_threads", "output_dir", "report", "progress")
+TRAIN_OPTIONS = ("dataset", "data", "task", "on_bad_image", "balanced_sampling", "size", "data_dir", "as_rgb", "download", "model", "preset", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "scheduler", "augment", "grad_clip", "loss", "focal_gamma", "class_weights", "prediction_loss_weight", "step_loss_weight", "seed", "nan_policy", "n_boot", "max_batches", "device", "amp", "amp_cpu", "channels_last", "compile", "num_threads", "output_dir", "report", "progress")
 
 
 def _size(value: str) -> int | str:

@@ -295,3 +295,27 @@ def test_step_loss_adds_the_mean_loss_of_the_earlier_steps():
     assert LossModel(glance_only, criterion, 0.1, step_loss_weight=0.5).steps == 0.0
     with pytest.raises(FocusNetError, match="loss weights must be >= 0"):
         TrainConfig(dataset="synth-lesion", step_loss_weight=-1).resolved()
+
+
+@pytest.mark.parametrize("options,tolerance", [({"channels_last": True}, 1e-4), ({"compile": "aot_eager"}, 1e-4), ({"amp_cpu": True}, 0.05)])
+def test_speed_options_train_like_the_default(data_dir, tmp_path, options, tolerance):
+    """Each opt-in speed option trains the same model: the same first-epoch losses as eager float32
+    (bf16 within its rounding), and the run records the option. No dropout: a compiled graph draws
+    its random numbers differently."""
+    def first_epoch(folder, **extra):
+        no_dropout = {**TINY["model_options"], "dropout": 0.0}
+        result = train(tiny(data_dir, tmp_path / folder, epochs=1, max_batches=2, model_options=no_dropout, **extra))
+        with open(os.path.join(result.run_dir, "log.csv")) as f:
+            row = next(csv.DictReader(f))
+        return result, float(row["train_loss"]), float(row["val_loss"])
+
+    _, base_train, base_val = first_epoch("base")
+    result, fast_train, fast_val = first_epoch("fast", **options)
+    assert fast_train == pytest.approx(base_train, abs=tolerance) and fast_val == pytest.approx(base_val, abs=tolerance)
+    stored = json.load(open(os.path.join(result.run_dir, "config.json")))["train"]
+    assert all(stored[k] == v for k, v in options.items())
+
+
+def test_unknown_compile_backend_is_one_clear_error():
+    with pytest.raises(FocusNetError, match="unknown torch.compile backend 'nope'"):
+        TrainConfig(dataset="synth-lesion", compile="nope").resolved()

@@ -59,7 +59,10 @@ class TrainConfig:
     step_loss_weight: float = 0.0  # FocusNet: weight of the mean loss of the earlier steps' logits (deep supervision); 0 = final step only
     seed: int = 0
     device: str = "auto"
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # bfloat16 autocast on CUDA
+    amp_cpu: bool = False  # bfloat16 autocast on the CPU too (opt-in: CPU runs stay exact float32 by default)
+    channels_last: bool = False  # model weights and training batches in channels-last memory layout
+    compile: str = ""  # torch.compile backend for the training step ("inductor"; "aot_eager" traces without code generation); "" = eager
     num_threads: int = 0  # 0: leave torch's default
     output_dir: str = "results"
     n_boot: int = 1000  # bootstrap resamples for the test confidence intervals
@@ -92,6 +95,12 @@ class TrainConfig:
             raise FocusNetError(f"batch size must be >= 1, got {self.batch_size}")
         if not self.lr or self.lr <= 0:
             raise FocusNetError(f"learning rate must be > 0, got {self.lr}")
+        if self.compile:
+            import torch._dynamo
+
+            backends = torch._dynamo.list_backends(exclude_tags=())
+            if self.compile not in backends:
+                raise FocusNetError(f"unknown torch.compile backend {self.compile!r}; use inductor (the default of --compile) or one of {', '.join(backends)}")
         if self.prediction_loss_weight < 0 or self.step_loss_weight < 0:
             raise FocusNetError(f"loss weights must be >= 0, got prediction {self.prediction_loss_weight}, step {self.step_loss_weight}")
         if any(not 0 < m < 1 for m in self.milestones):

@@ -54,7 +54,7 @@ def calibrate_threshold(step_logits: torch.Tensor, labels: np.ndarray, task: str
 @torch.no_grad()
 def step_logits_on(model: torch.nn.Module, batches, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """A FocusNet over (x, y, ...) batches -> (step logits (N, T+1, K), labels (N, L)) on the CPU.
-    amp: the same bfloat16 autocast as the run's evaluation (CUDA only)."""
+    amp: the same bfloat16 autocast as the run's evaluation (see evaluator.uses_autocast)."""
     was_training = model.training
     model.eval()
     logits, labels = [], []

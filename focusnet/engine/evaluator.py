@@ -21,11 +21,14 @@ from .checkpoint import load_checkpoint
 from .distributed import DistContext, gather_cat, pick_device
 
 
+def uses_autocast(device: torch.device, amp: bool, amp_cpu: bool) -> bool:
+    """A run's bfloat16 autocast on this device: `amp` on CUDA (default on), `amp_cpu` on the CPU (default off)."""
+    return amp if device.type == "cuda" else amp_cpu
+
+
 def autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast on CUDA when enabled; a no-op elsewhere (CPU runs stay exact float32)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bfloat16 autocast on `device` when enabled (resolve `enabled` with `uses_autocast`)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def eval_loader(split: SplitArrays, batch_size: int, ctx: DistContext, mean: float = 0.5, std: float = 0.5) -> TensorLoader:
@@ -92,7 +95,8 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
     model = ck.build(ctx.device)
     bs = batch_size or train_cfg.get("batch_size") or (128 if d["spatial_dims"] == 2 else 32)
     loader = eval_loader(data.splits[split], bs, ctx, d["mean"], d["std"])
-    metrics, _ = full_metrics(*predict_logits(model, loader, ctx), d["task"], n_boot, seed)
+    amp = uses_autocast(ctx.device, train_cfg.get("amp", True), train_cfg.get("amp_cpu", False))  # as the run scored it
+    metrics, _ = full_metrics(*predict_logits(model, loader, ctx, amp), d["task"], n_boot, seed)
     return metrics
 
 

@@ -23,6 +23,7 @@ import contextlib
 import copy
 import csv
 import io
+import itertools
 import math
 import multiprocessing
 import os
@@ -72,11 +73,12 @@ from .evaluator import (
     full_metrics,
     predict_logits,
     quick_metrics,
+    uses_autocast,
 )
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_acc", "val_auc", "best", "epoch_s", "images_per_s", "skipped_steps")
 # Options that may differ on --resume (where and how verbosely it runs, not what it computes).
-RESUME_FREE = ("device", "num_threads", "progress", "report", "output_dir", "data_dir", "amp")
+RESUME_FREE = ("device", "num_threads", "progress", "report", "output_dir", "data_dir", "amp", "amp_cpu", "channels_last", "compile")
 
 
 class TrainingStopped(FocusNetError):
@@ -217,6 +219,19 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.opti
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def to_channels_last(model: nn.Module, spatial_dims: int) -> None:
+    """Image-shaped weights and buffers (rank spatial_dims + 2) to channels-last, in place; the
+    others keep their layout (Module.to(memory_format=) refuses a model that has any)."""
+    fmt = channels_last_format(spatial_dims)
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if t.dim() == spatial_dims + 2:
+            t.data = t.data.contiguous(memory_format=fmt)
+
+
 def new_run_dir(output_dir: str, flag: str) -> str:
     """results/<flag>_<YYYYmmdd-HHMMSS>[_n]: a fresh folder that no other run uses."""
     ensure_dir(output_dir)
@@ -296,6 +311,9 @@ class _Run:
             self.model = build_model(self.model_cfg).to(ctx.device)
         except (TypeError, ValueError) as e:  # e.g. --option width=abc
             raise FocusNetError(f"cannot build {self.model_cfg['name']} from these options ({type(e).__name__}: {str(e)[:160]}); check the model options") from None
+        if cfg.channels_last:
+            to_channels_last(self.model, info.spatial_dims)
+        self.amp = uses_autocast(ctx.device, cfg.amp, cfg.amp_cpu)
         torch.manual_seed(cfg.seed + ctx.rank)  # dropout masks differ between ranks
         self.criterion = make_criterion(self.task, info.num_classes, cfg.loss, _class_weights(self.data, cfg), cfg.focal_gamma).to(ctx.device)
         self.val_criterion = copy.deepcopy(self.criterion).cpu()  # validation logits come back on the CPU
@@ -303,6 +321,8 @@ class _Run:
         if ctx.distributed:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.loss_model = nn.parallel.DistributedDataParallel(self.loss_model, device_ids=ids)
+        if cfg.compile:  # the training step only: validation and the saved weights use the eager model
+            self.loss_model = torch.compile(self.loss_model, backend=cfg.compile)
         self.optimizer = _optimizer(self.model.parameters(), cfg)
         self.scheduler = _scheduler(self.optimizer, cfg)
         self.batch_size = _batch_size(cfg, info.spatial_dims, ctx)
@@ -413,7 +433,7 @@ class _Run:
         self.scheduler.step()
         elapsed = time.perf_counter() - started
         sync_buffers(self.model, self.ctx)  # every rank validates rank 0's model, the one saved
-        val = quick_metrics(*predict_logits(self.model, self.val_loader, self.ctx, cfg.amp), self.task, self.val_criterion)
+        val = quick_metrics(*predict_logits(self.model, self.val_loader, self.ctx, self.amp), self.task, self.val_criterion)
         improved = val["auc"] > self.best["auc"]
         if improved:
             self.best = {"epoch": epoch + 1, "auc": val["auc"], "acc": val["acc"]}
@@ -429,7 +449,9 @@ class _Run:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, b: int) -> float | None:
         cfg = self.cfg
-        with autocast(self.ctx.device, cfg.amp):
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=channels_last_format(x.dim() - 2))
+        with autocast(self.ctx.device, self.amp):
             loss, _ = self.loss_model(x, y)
         if not torch.isfinite(loss):
             if cfg.nan_policy == "skip":
@@ -469,11 +491,11 @@ class _Run:
         self.scores = {}
         for split in ("val", "test"):
             loader = eval_loader(self.data.splits[split], self.batch_size, self.ctx)
-            metrics[split], self.scores[split] = full_metrics(*predict_logits(self.model, loader, self.ctx, self.cfg.amp), self.task, self.cfg.n_boot, self.cfg.seed)
+            metrics[split], self.scores[split] = full_metrics(*predict_logits(self.model, loader, self.ctx, self.amp), self.task, self.cfg.n_boot, self.cfg.seed)
         if isinstance(self.model, FocusNet) and self.model.config.num_saccades:
             local = DistContext(device=self.ctx.device)  # every rank scores the whole (small) splits itself
             val, test = (eval_loader(self.data.splits[s], self.batch_size, local) for s in ("val", "test"))
-            metrics["early_exit"] = early_exit_summary(self.model, val, test, self.task, self.cfg.amp)
+            metrics["early_exit"] = early_exit_summary(self.model, val, test, self.task, self.amp)
         return metrics
 
     # --- outputs ---------------------------------------------------------------------------
