@@ -492,8 +492,8 @@ class _Run:
         for split in ("val", "test"):
             loader = eval_loader(self.data.splits[split], self.batch_size, self.ctx)
             metrics[split], self.scores[split] = full_metrics(*predict_logits(self.model, loader, self.ctx, self.amp), self.task, self.cfg.n_boot, self.cfg.seed)
-        if isinstance(self.model, FocusNet) and self.model.config.num_saccades:
-            local = DistContext(device=self.ctx.device)  # every rank scores the whole (small) splits itself
+        if self.ctx.is_main and isinstance(self.model, FocusNet) and self.model.config.num_saccades:
+            local = DistContext(device=self.ctx.device)  # only the rank that writes metrics.json, on the whole (small) splits
             val, test = (eval_loader(self.data.splits[s], self.batch_size, local) for s in ("val", "test"))
             metrics["early_exit"] = early_exit_summary(self.model, val, test, self.task, self.amp)
         return metrics
