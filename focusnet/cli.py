@@ -171,7 +171,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.seeds:
         train_seeds(config, args.seeds, args.seed_workers)
     else:
-        train(config, resume=args.resume)
+        from .engine.trainer import RESUME_FREE
+
+        given = {n for n in RESUME_FREE if getattr(args, n) is not None}  # on --resume these replace the run's own settings
+        train(config, resume=args.resume, given=given if args.resume else None)
     return 0
 
 

@@ -293,29 +293,69 @@ def test_step_loss_adds_the_mean_loss_of_the_earlier_steps():
     torch.testing.assert_close(logits, trace.logits)
     glance_only = EnhancedFocusNet2D(1, 3, num_saccades=0).eval()  # one step: nothing earlier to supervise
     assert LossModel(glance_only, criterion, 0.1, step_loss_weight=0.5).steps == 0.0
-    with pytest.raises(FocusNetError, match="loss weights must be >= 0"):
-        TrainConfig(dataset="synth-lesion", step_loss_weight=-1).resolved()
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(FocusNetError, match="loss weights must be finite and >= 0"):
+            TrainConfig(dataset="synth-lesion", step_loss_weight=bad).resolved()
+    # the earlier steps' loss reaches the weights (no detached step logits), and the flag reaches the config
+    model.train()
+    (LossModel(model, criterion, 0.1, step_loss_weight=0.5)(x, y)[0] - LossModel(model, criterion, 0.1)(x, y)[0]).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    from focusnet.cli import build_parser, config_from_args
+
+    assert config_from_args(build_parser().parse_args(["train", "--step-loss-weight", "0.5"])).step_loss_weight == 0.5
+
+
+def _first_epoch(data_dir, folder, **options):
+    """One epoch of 2 steps without dropout (a compiled graph draws its random numbers differently)
+    -> (run result, train loss, val loss)."""
+    no_dropout = {**TINY["model_options"], "dropout": 0.0}
+    result = train(tiny(data_dir, folder, epochs=1, max_batches=2, model_options=no_dropout, **options))
+    with open(os.path.join(result.run_dir, "log.csv")) as f:
+        row = next(csv.DictReader(f))
+    return result, float(row["train_loss"]), float(row["val_loss"])
+
+
+@pytest.fixture(scope="module")
+def eager_first_epoch(data_dir, tmp_path_factory):
+    return _first_epoch(data_dir, tmp_path_factory.mktemp("eager"))
 
 
 @pytest.mark.parametrize("options,tolerance", [({"channels_last": True}, 1e-4), ({"compile": "aot_eager"}, 1e-4), ({"amp_cpu": True}, 0.05)])
-def test_speed_options_train_like_the_default(data_dir, tmp_path, options, tolerance):
+def test_speed_options_train_like_the_default(data_dir, tmp_path, eager_first_epoch, options, tolerance):
     """Each opt-in speed option trains the same model: the same first-epoch losses as eager float32
-    (bf16 within its rounding), and the run records the option. No dropout: a compiled graph draws
-    its random numbers differently."""
-    def first_epoch(folder, **extra):
-        no_dropout = {**TINY["model_options"], "dropout": 0.0}
-        result = train(tiny(data_dir, tmp_path / folder, epochs=1, max_batches=2, model_options=no_dropout, **extra))
-        with open(os.path.join(result.run_dir, "log.csv")) as f:
-            row = next(csv.DictReader(f))
-        return result, float(row["train_loss"]), float(row["val_loss"])
+    (bf16 within its rounding), it really takes effect, and the run records it."""
+    from torch._dynamo.utils import counters
 
-    _, base_train, base_val = first_epoch("base")
-    result, fast_train, fast_val = first_epoch("fast", **options)
+    graphs = counters["stats"]["unique_graphs"]
+    _, base_train, base_val = eager_first_epoch
+    result, fast_train, fast_val = _first_epoch(data_dir, tmp_path, **options)
     assert fast_train == pytest.approx(base_train, abs=tolerance) and fast_val == pytest.approx(base_val, abs=tolerance)
     stored = json.load(open(os.path.join(result.run_dir, "config.json")))["train"]
     assert all(stored[k] == v for k, v in options.items())
+    if "amp_cpu" in options:  # bf16 rounding shows: it did run in bf16
+        assert fast_train != base_train
+    if "compile" in options:
+        assert counters["stats"]["unique_graphs"] > graphs
+    if "channels_last" in options:  # the saved weights keep the layout they were trained in
+        weights = torch.load(os.path.join(result.run_dir, "best_model.pth"), weights_only=True)["state_dict"]
+        convs = [w for w in weights.values() if w.dim() == 4 and w.shape[1] > 1 and w.shape[2] > 1]  # else both layouts coincide
+        assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
 
 
 def test_unknown_compile_backend_is_one_clear_error():
     with pytest.raises(FocusNetError, match="unknown torch.compile backend 'nope'"):
         TrainConfig(dataset="synth-lesion", compile="nope").resolved()
+
+
+def test_resume_can_turn_a_speed_option_off(run, tmp_path):
+    """On --resume a given flag replaces the run's setting even when it is the default (--no-channels-last)."""
+    from focusnet.engine import checkpoint as ckpt
+    from focusnet.engine.trainer import _resume_state
+
+    state = ckpt.load_train_state(os.path.join(run.run_dir, ckpt.LAST))
+    state["config"] = {**state["config"], "channels_last": True, "amp_cpu": True}
+    ckpt.save_torch(state, str(tmp_path / ckpt.LAST))
+    _, _, kept = _resume_state(str(tmp_path), TrainConfig(), given=set())
+    assert kept.channels_last and kept.amp_cpu
+    _, _, off = _resume_state(str(tmp_path), TrainConfig(channels_last=False, amp_cpu=False), given={"channels_last", "amp_cpu"})
+    assert not off.channels_last and not off.amp_cpu

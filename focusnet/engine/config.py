@@ -12,6 +12,7 @@ decides) is what a run folder stores and what `--resume` checks against.
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -98,11 +99,11 @@ class TrainConfig:
         if self.compile:
             import torch._dynamo
 
-            backends = torch._dynamo.list_backends(exclude_tags=())
+            backends = sorted({*torch._dynamo.list_backends(), "eager", "aot_eager"})
             if self.compile not in backends:
-                raise FocusNetError(f"unknown torch.compile backend {self.compile!r}; use inductor (the default of --compile) or one of {', '.join(backends)}")
-        if self.prediction_loss_weight < 0 or self.step_loss_weight < 0:
-            raise FocusNetError(f"loss weights must be >= 0, got prediction {self.prediction_loss_weight}, step {self.step_loss_weight}")
+                raise FocusNetError(f"unknown torch.compile backend {self.compile!r}; use one of {', '.join(backends)} (--compile alone means inductor)")
+        if not all(math.isfinite(w) and w >= 0 for w in (self.prediction_loss_weight, self.step_loss_weight)):
+            raise FocusNetError(f"loss weights must be finite and >= 0, got prediction {self.prediction_loss_weight}, step {self.step_loss_weight}")
         if any(not 0 < m < 1 for m in self.milestones):
             raise FocusNetError(f"milestones are fractions of the epochs in (0, 1), got {list(self.milestones)}")
 

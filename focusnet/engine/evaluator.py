@@ -93,6 +93,10 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
     check_fits_data(ck.model_config, data, ck.path)
     ctx = DistContext(device=pick_device(device))
     model = ck.build(ctx.device)
+    if train_cfg.get("channels_last"):  # the layout the run scored with
+        from .trainer import to_channels_last
+
+        to_channels_last(model, d["spatial_dims"])
     bs = batch_size or train_cfg.get("batch_size") or (128 if d["spatial_dims"] == 2 else 32)
     loader = eval_loader(data.splits[split], bs, ctx, d["mean"], d["std"])
     amp = uses_autocast(ctx.device, train_cfg.get("amp", True), train_cfg.get("amp_cpu", False))  # as the run scored it

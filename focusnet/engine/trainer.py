@@ -27,6 +27,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
@@ -77,7 +78,8 @@ from .evaluator import (
 )
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_acc", "val_auc", "best", "epoch_s", "images_per_s", "skipped_steps")
-# Options that may differ on --resume (where and how verbosely it runs, not what it computes).
+# Options that may differ on --resume: where, how fast and how verbosely it runs (bf16 autocast
+# changes the arithmetic's rounding, not the model or the protocol).
 RESUME_FREE = ("device", "num_threads", "progress", "report", "output_dir", "data_dir", "amp", "amp_cpu", "channels_last", "compile")
 
 
@@ -219,6 +221,20 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.opti
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def _compile_failed(error: Exception) -> bool:
+    """Did torch.compile's backend fail (no compiler, an unsupported Python, a backend not installed)?"""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    return isinstance(error, BackendCompilerFailed) or type(error).__name__ == "InductorError"
+
+
+def _cause_line(error: Exception) -> str:
+    """The cause inside a long compiler error, e.g. "ImportError: Please install apache-tvm ..."."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"\w+(Error|Exception): ", line)]
+    return (causes or lines or [type(error).__name__])[0]
+
+
 def channels_last_format(spatial_dims: int) -> torch.memory_format:
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
@@ -249,16 +265,17 @@ def new_run_dir(output_dir: str, flag: str) -> str:
 # ----------------------------------------------------------------------------- the run
 
 
-def train(config: TrainConfig, resume: str | None = None, run_dir: str | None = None, link: bool = True) -> RunResult:
+def train(config: TrainConfig, resume: str | None = None, run_dir: str | None = None, link: bool = True, given: set[str] | None = None) -> RunResult:
     """Train, select the best-validation-AUC epoch, score it on val and test, write the run folder.
 
     resume: a run folder (or its last.pth) to continue after its last complete epoch; the stored
-    config is used, except for RESUME_FREE options taken from `config`.
+    config is used, except for RESUME_FREE options taken from `config`: those named in `given` (the
+    flags the user gave), or when `given` is None, those that differ from the defaults.
     run_dir: write here instead of a new results/<flag>_<timestamp> folder.
     """
     state = None
     if resume:
-        run_dir, state, config = _resume_state(resume, config)
+        run_dir, state, config = _resume_state(resume, config, given)
     cfg = config.resolved()
     ctx = init_distributed(cfg.device)
     try:
@@ -267,7 +284,7 @@ def train(config: TrainConfig, resume: str | None = None, run_dir: str | None = 
         cleanup_distributed()
 
 
-def _resume_state(resume: str, config: TrainConfig) -> tuple[str, dict, TrainConfig]:
+def _resume_state(resume: str, config: TrainConfig, given: set[str] | None = None) -> tuple[str, dict, TrainConfig]:
     path = os.path.join(resume, ckpt.LAST) if os.path.isdir(resume) else resume
     if not os.path.isfile(path):
         raise FocusNetError(f"nothing to resume at {resume}: no {ckpt.LAST} (a run saves it after its first epoch)")
@@ -276,8 +293,8 @@ def _resume_state(resume: str, config: TrainConfig) -> tuple[str, dict, TrainCon
         raise FocusNetError(f"{path} holds no training config; it is damaged: start a new run")
     stored = TrainConfig.from_dict(state["config"])
     defaults = TrainConfig()
-    for name in RESUME_FREE:  # an option left at its default keeps the run's own setting (its --data-dir, threads...)
-        if getattr(config, name) != getattr(defaults, name):
+    for name in RESUME_FREE:  # an option not given keeps the run's own setting (its --data-dir, threads...)
+        if (name in given) if given is not None else getattr(config, name) != getattr(defaults, name):
             setattr(stored, name, getattr(config, name))
     run_dir = os.path.dirname(os.path.abspath(path))
     _remove_stale_temporaries(run_dir)
@@ -451,8 +468,13 @@ class _Run:
         cfg = self.cfg
         if cfg.channels_last:
             x = x.contiguous(memory_format=channels_last_format(x.dim() - 2))
-        with autocast(self.ctx.device, self.amp):
-            loss, _ = self.loss_model(x, y)
+        try:
+            with autocast(self.ctx.device, self.amp):
+                loss, _ = self.loss_model(x, y)
+        except Exception as e:
+            if cfg.compile and _compile_failed(e):
+                raise FocusNetError(f"torch.compile with backend {cfg.compile!r} failed ({_cause_line(e)[:200]}); try --compile aot_eager, or train without --compile") from None
+            raise
         if not torch.isfinite(loss):
             if cfg.nan_policy == "skip":
                 self.optimizer.zero_grad(set_to_none=True)
