@@ -19,7 +19,7 @@ import torch
 from ..metrics import get_acc, get_auc, probabilities
 from ..models.focusnet import confidence
 from ..tasks import MULTI_LABEL
-from .evaluator import autocast
+from .speed import autocast
 
 TOLERANCE = 0.005  # 0.5 ACC points
 GRID = tuple(np.round(np.arange(0.50, 1.0, 0.01), 2))  # candidate thresholds, lowest first
@@ -54,7 +54,7 @@ def calibrate_threshold(step_logits: torch.Tensor, labels: np.ndarray, task: str
 @torch.no_grad()
 def step_logits_on(model: torch.nn.Module, batches, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """A FocusNet over (x, y, ...) batches -> (step logits (N, T+1, K), labels (N, L)) on the CPU.
-    amp: the same bfloat16 autocast as the run's evaluation (see evaluator.uses_autocast)."""
+    amp: the same bfloat16 autocast as the run's evaluation (see speed.uses_autocast)."""
     was_training = model.training
     model.eval()
     logits, labels = [], []

@@ -6,7 +6,6 @@ distributed sampling pads in are dropped, so metrics equal the single-process on
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
@@ -19,16 +18,7 @@ from ..errors import FocusNetError
 from ..metrics import evaluate_predictions, get_acc, get_auc, probabilities
 from .checkpoint import load_checkpoint
 from .distributed import DistContext, gather_cat, pick_device
-
-
-def uses_autocast(device: torch.device, amp: bool, amp_cpu: bool) -> bool:
-    """A run's bfloat16 autocast on this device: `amp` on CUDA (default on), `amp_cpu` on the CPU (default off)."""
-    return amp if device.type == "cuda" else amp_cpu
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast on `device` when enabled (resolve `enabled` with `uses_autocast`)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+from .speed import autocast, to_channels_last, uses_autocast
 
 
 def eval_loader(split: SplitArrays, batch_size: int, ctx: DistContext, mean: float = 0.5, std: float = 0.5) -> TensorLoader:
@@ -94,8 +84,6 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
     ctx = DistContext(device=pick_device(device))
     model = ck.build(ctx.device)
     if train_cfg.get("channels_last"):  # the layout the run scored with
-        from .trainer import to_channels_last
-
         to_channels_last(model, d["spatial_dims"])
     bs = batch_size or train_cfg.get("batch_size") or (128 if d["spatial_dims"] == 2 else 32)
     loader = eval_loader(data.splits[split], bs, ctx, d["mean"], d["std"])

@@ -23,11 +23,9 @@ import contextlib
 import copy
 import csv
 import io
-import itertools
 import math
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import threading
@@ -69,13 +67,12 @@ from .distributed import (
     sync_buffers,
 )
 from .evaluator import (
-    autocast,
     eval_loader,
     full_metrics,
     predict_logits,
     quick_metrics,
-    uses_autocast,
 )
+from .speed import autocast, cause_line, channels_last_format, compile_failed, to_channels_last, uses_autocast
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_acc", "val_auc", "best", "epoch_s", "images_per_s", "skipped_steps")
 # Options that may differ on --resume: where, how fast and how verbosely it runs (bf16 autocast
@@ -219,33 +216,6 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.opti
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-def _compile_failed(error: Exception) -> bool:
-    """Did torch.compile's backend fail (no compiler, an unsupported Python, a backend not installed)?"""
-    from torch._dynamo.exc import BackendCompilerFailed
-
-    return isinstance(error, BackendCompilerFailed) or type(error).__name__ == "InductorError"
-
-
-def _cause_line(error: Exception) -> str:
-    """The cause inside a long compiler error, e.g. "ImportError: Please install apache-tvm ..."."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    causes = [line for line in lines if re.match(r"\w+(Error|Exception): ", line)]
-    return (causes or lines or [type(error).__name__])[0]
-
-
-def channels_last_format(spatial_dims: int) -> torch.memory_format:
-    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
-
-
-def to_channels_last(model: nn.Module, spatial_dims: int) -> None:
-    """Image-shaped weights and buffers (rank spatial_dims + 2) to channels-last, in place; the
-    others keep their layout (Module.to(memory_format=) refuses a model that has any)."""
-    fmt = channels_last_format(spatial_dims)
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        if t.dim() == spatial_dims + 2:
-            t.data = t.data.contiguous(memory_format=fmt)
 
 
 def new_run_dir(output_dir: str, flag: str) -> str:
@@ -472,8 +442,8 @@ class _Run:
             with autocast(self.ctx.device, self.amp):
                 loss, _ = self.loss_model(x, y)
         except Exception as e:
-            if cfg.compile and _compile_failed(e):
-                raise FocusNetError(f"torch.compile with backend {cfg.compile!r} failed ({_cause_line(e)[:200]}); try --compile aot_eager, or train without --compile") from None
+            if cfg.compile and compile_failed(e):
+                raise FocusNetError(f"torch.compile with backend {cfg.compile!r} failed ({cause_line(e)[:200]}); try --compile aot_eager, or train without --compile") from None
             raise
         if not torch.isfinite(loss):
             if cfg.nan_policy == "skip":
