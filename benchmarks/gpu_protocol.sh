@@ -8,16 +8,17 @@
 # benchmarks/runs/gpu_logs/.
 #
 #   OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR [EPOCHS]   # DATA_DIR: the MedMNIST .npz files
-#   (environment: DEVICE=cuda, OUTPUT_DIR=benchmarks/runs, PYTHON=python3, JOBS=6)
+#   (environment: DEVICE=cuda, OUTPUT_DIR=benchmarks/runs, LOG_DIR=benchmarks/runs/gpu_logs, PYTHON=python3, JOBS=6)
 #
 # Wall times of rows run this way overlap, so they are not a speed comparison between models.
 set -uo pipefail
 data=$(realpath "${1:?usage: bash benchmarks/gpu_protocol.sh DATA_DIR [EPOCHS]}")  # absolute: the script cds below
 epochs=${2:-100}
 device=${DEVICE:-cuda}
-runs=$(realpath -m "${OUTPUT_DIR:-benchmarks/runs}")  # e.g. /dev/shm/runs: each epoch rewrites last.pth (400 MB for the 3D ResNet-18)
-cd "$(dirname "$0")/.."
-logs=benchmarks/runs/gpu_logs
+root=$(realpath "$(dirname "$0")/..")
+runs=$(realpath -m "${OUTPUT_DIR:-$root/benchmarks/runs}")  # e.g. /dev/shm/runs: each epoch rewrites last.pth (400 MB for the 3D ResNet-18)
+logs=$(realpath -m "${LOG_DIR:-$root/benchmarks/runs/gpu_logs}")
+cd "$root"  # paths above are absolute, so relative ones meant the caller's directory
 mkdir -p "$logs"
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1  # many processes share the CPU cores that feed the GPU
 common=(--device "$device" --seed-workers 3 --data-dir "$data")

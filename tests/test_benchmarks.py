@@ -1,0 +1,90 @@
+"""The benchmark plumbing that every published number goes through: resumable rows, the targets
+report, and the GPU queue script (run here with a stand-in for python, so no training happens)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import report  # noqa: E402
+import rows  # noqa: E402
+
+
+def _markdown(all_rows: list[dict]) -> str:
+    return "\n".join(str(r["k"]) for r in all_rows)
+
+
+def _append(path: str, k: int) -> None:
+    rows.append_row(path, {"k": k}, lambda r: r["k"], path + ".md", _markdown)
+
+
+def test_rows_appended_side_by_side_are_all_kept_once(tmp_path):
+    path = str(tmp_path / "results.json")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.starmap(_append, [(path, k) for k in range(8)] + [(path, 3)])  # 3 twice: kept once
+    kept = sorted(r["k"] for r in rows.load_rows(path))
+    assert kept == list(range(8))
+    with open(path + ".md") as f:  # the markdown is rewritten under the lock: the last writer saw every row
+        assert sorted(int(line) for line in f.read().split()) == kept
+
+
+def _row(model: str, acc: float, auc: float, machine: str = "CPU only, 2 cores, torch 2", epochs: int = 10, seeds=(0, 1, 2), options=None, size: int = 28) -> dict:
+    return {"dataset": "synth-lesion", "size": size, "model": model, "options": options or {}, "preset": "official", "epochs": epochs, "seeds": list(seeds),
+            "machine": machine, "test": {"acc": {"mean": acc, "std": 0.01}, "auc": {"mean": auc, "std": 0.01}}}
+
+
+def test_accuracy_targets_compare_only_rows_trained_alike():
+    proto = {"rows": [
+        _row("focusnet", 0.9, 0.95), _row("resnet18", 0.8, 0.9),
+        _row("focusnet", 0.7, 0.8, options={"saliency": 2}),
+        _row("resnet18", 0.99, 0.99, epochs=20),  # another budget: compared with nothing here
+        _row("resnet18", 0.5, 0.5, seeds=(0,)),  # other seeds: likewise
+        _row("focusnet", 0.6, 0.7, size=64, machine="NVIDIA H200, bf16 autocast, torch 2"), _row("resnet18", 0.5, 0.9, size=64),
+    ]}
+    targets = {name: (measured, verdict) for name, measured, verdict in report.accuracy_targets(proto)}
+    assert targets["synth-lesion (28 px), 10 epochs: FocusNet mean test ACC and AUC >= ResNet-18's"] == ("ACC 0.900 vs 0.800, AUC 0.950 vs 0.900", "met")
+    assert targets["synth-lesion (28 px), 10 epochs: FocusNet (saliency=2) mean test ACC and AUC >= ResNet-18's"][1] == "**missed**"
+    measured, verdict = targets["synth-lesion (64 px), 10 epochs: FocusNet mean test ACC and AUC >= ResNet-18's"]
+    assert verdict == "**missed**" and "(FocusNet on NVIDIA H200, bf16 autocast, ResNet-18 on CPU, fp32)" in measured
+    assert len(targets) == 3
+    assert report._has_pair(proto, "synth-lesion", 28) and report._has_pair(proto, "synth-lesion", 64)
+    assert not report._has_pair(proto, "synth-lesion", 128)
+
+
+@pytest.fixture
+def fake_python(tmp_path):
+    """A stand-in for python that logs its arguments and exits with $FAKE_RC."""
+    path = tmp_path / "python"
+    path.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\nexit "${FAKE_RC:-0}"\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+def _queue(fake_python, tmp_path, rc: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": fake_python, "FAKE_RC": str(rc), "JOBS": "3", "OUTPUT_DIR": str(tmp_path / "runs"), "LOG_DIR": str(tmp_path / "logs")}
+    return subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_protocol.sh"), str(tmp_path), "100"], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_gpu_queue_reports_every_failed_row(fake_python, tmp_path):
+    result = _queue(fake_python, tmp_path, rc=3)
+    failed = [line for line in result.stdout.splitlines() if line.startswith("row failed:")]
+    assert result.returncode == 1 and len(failed) == 47  # 5 protocol + 9 synthetic-lesion rows + 3 datasets x 11 ablation variants
+
+
+def test_gpu_queue_passes_whole_variant_names_and_options(fake_python, tmp_path):
+    logs = tmp_path / "logs"
+    result = _queue(fake_python, tmp_path, rc=0)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(os.path.join(logs, "ablations_synth-lesion_15_0_saccades__glance_only_.log")) as f:
+        args = f.read().splitlines()
+    assert args[args.index("--variants") + 1] == "0 saccades (glance only)" and args[args.index("--epochs") + 1] == "15"
+    with open(os.path.join(logs, "protocol_synth-lesion_128_focusnet___option_fovea_scaling_pixels___option_saliency_2.log")) as f:
+        args = f.read().splitlines()
+    assert args.count("--option") == 2 and "saliency=2" in args and args[args.index("--output-dir") + 1] == str(tmp_path / "runs")
