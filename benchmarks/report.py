@@ -148,7 +148,7 @@ def accuracy_targets(proto: dict | None) -> list[tuple[str, str, str]]:
     for r in (proto or {}).get("rows", []):
         method = "ResNet-18+3D" if r["dataset"].endswith("3d") else "ResNet-18 (28)"
         ref = [o for o in official_numbers(r["dataset"]) if o.method == method]
-        if r["model"] == "focusnet" and not r.get("options") and r["epochs"] == 100 and r["size"] == 28 and ref:
+        if r["model"] == "focusnet" and not r.get("options") and r["preset"] == "official" and r["epochs"] == 100 and r["size"] == 28 and ref:
             t, o = r["test"], ref[0]
             ok = t["acc"]["mean"] >= o.acc and t["auc"]["mean"] >= o.auc
             rows.append((f"{r['dataset']}, official 100-epoch protocol: FocusNet >= published {method}", f"ACC {t['acc']['mean']:.3f} vs {o.acc:.3f}, AUC {t['auc']['mean']:.3f} vs {o.auc:.3f}", _verdict(ok)))
