@@ -12,8 +12,6 @@ timing `--steps` steps between two synchronisations. Writes benchmarks/results/g
 from __future__ import annotations
 
 import argparse
-import contextlib
-import itertools
 import json
 import os
 import statistics
@@ -21,6 +19,8 @@ import time
 
 import torch
 
+from focusnet.engine.speed import autocast as speed_autocast
+from focusnet.engine.speed import channels_last_format, to_channels_last
 from focusnet.fileio import write_json, write_text
 from focusnet.models import EnhancedFocusNet2D, EnhancedFocusNet3D
 from focusnet.models.resnet import resnet18, resnet18_3d
@@ -32,19 +32,13 @@ CASES = {"2D 28 px, batch 128": (2, 128), "3D 28^3, batch 32": (3, 32)}
 MODES = ("fp32", "bf16 autocast", "bf16 autocast + channels_last")
 
 
-def memory_format(dims: int, mode: str) -> torch.memory_format:
-    return (torch.channels_last if dims == 2 else torch.channels_last_3d) if "channels_last" in mode else torch.contiguous_format
-
-
 def build(dims: int, mode: str, device: torch.device) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     models = {"FocusNet": EnhancedFocusNet2D(1, 2), "ResNet-18": resnet18(1, 2)} if dims == 2 else {"FocusNet": EnhancedFocusNet3D(1, 2), "ResNet-18": resnet18_3d(1, 2)}
-    fmt = memory_format(dims, mode)
     for m in models.values():
         m.to(device)
-        for t in itertools.chain(m.parameters(), m.buffers()):  # only image-shaped tensors have a channels-last layout
-            if t.dim() == dims + 2:  # (Module.to(memory_format=) refuses FocusNet3D's lower-rank buffers)
-                t.data = t.data.contiguous(memory_format=fmt)
+        if "channels_last" in mode:
+            to_channels_last(m, dims)
     return models
 
 
@@ -67,10 +61,11 @@ def images_per_s(fns: dict, batch: int, steps: int, repeats: int, device: torch.
 
 def measure(dims: int, batch: int, mode: str, device: torch.device, steps: int, repeats: int) -> dict:
     models = build(dims, mode, device)
-    fmt = memory_format(dims, mode)
-    x = torch.randn(batch, 1, *(28,) * dims, device=device).contiguous(memory_format=fmt)
+    x = torch.randn(batch, 1, *(28,) * dims, device=device)
+    if "channels_last" in mode:
+        x = x.contiguous(memory_format=channels_last_format(dims))
     y = torch.randint(0, 2, (batch, 1), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in mode else contextlib.nullcontext()
+    autocast = speed_autocast(device, "bf16" in mode)
 
     def under_autocast(fn):
         def run():
