@@ -94,7 +94,7 @@ def main() -> None:
             parent, summary = train_seeds(cfg, args.seeds, args.seed_workers)
             wall_s = time.perf_counter() - started
             hits = seed_hit_rates(parent, args.seeds, cfg) if dataset in SYNTHETIC_SPECS and VARIANTS[variant].get("num_saccades", 2) else None
-            row = {"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command, "machine": machine(pick_device(args.device), cfg.amp)}
+            row = {"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command, "machine": machine(pick_device(args.device), cfg.amp, cfg.amp_cpu, cfg.channels_last)}
             rows = append_row(RESULTS, row, row_key, os.path.join(HERE, "results", "ablations.md"), markdown)  # under a lock: ablations can run side by side
     print(markdown(load_rows(RESULTS)))
 

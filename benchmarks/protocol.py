@@ -37,8 +37,11 @@ DATA_DIR = os.path.join(HERE, "..", "..", "shared", "data", "medmnist")
 OFFICIAL_METHOD = {2: "ResNet-18 (28)", 3: "ResNet-18+3D"}
 
 
+SPEED_FLAGS = ("amp_cpu", "channels_last")  # train options that change speed, not the protocol; a row records those it used
+
+
 def row_key(row: dict) -> tuple:
-    return (row["dataset"], row["size"], row["model"], json.dumps(row.get("options", {}), sort_keys=True), row["preset"], row["epochs"], tuple(row["seeds"]))
+    return (row["dataset"], row["size"], row["model"], json.dumps(row.get("options", {}), sort_keys=True), row["preset"], row["epochs"], tuple(row["seeds"]), tuple(sorted(row.get("speed", []))))
 
 
 def model_label(row: dict) -> str:
@@ -47,8 +50,8 @@ def model_label(row: dict) -> str:
     return row["model"] + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(options.items())) + ")" if options else "")
 
 
-def run_row(dataset: str, size: int, model: str, options: dict, preset: str, epochs: int, seeds: list[int], data_dir: str, device: str, output_dir: str, seed_workers: int = 1) -> dict:
-    cfg = TrainConfig(dataset=dataset, size=size, model=model, model_options=options, preset=preset, epochs=epochs, data_dir=data_dir, device=device, output_dir=output_dir, report=False, progress=False, download=False)
+def run_row(dataset: str, size: int, model: str, options: dict, preset: str, epochs: int, seeds: list[int], data_dir: str, device: str, output_dir: str, seed_workers: int = 1, speed: tuple[str, ...] = ()) -> dict:
+    cfg = TrainConfig(dataset=dataset, size=size, model=model, model_options=options, preset=preset, epochs=epochs, data_dir=data_dir, device=device, output_dir=output_dir, report=False, progress=False, download=False, **{flag: True for flag in speed})
     started = time.perf_counter()
     parent, summary = train_seeds(cfg, seeds, seed_workers)
     wall = time.perf_counter() - started
@@ -67,17 +70,20 @@ def run_row(dataset: str, size: int, model: str, options: dict, preset: str, epo
         "params": runs[0]["params"],
         "flops_per_image": runs[0]["flops_per_image"],
         "wall_s": wall,
-        "machine": machine(pick_device(device), cfg.amp),
+        "machine": machine(pick_device(device), cfg.amp, cfg.amp_cpu, cfg.channels_last),
+        "speed": sorted(speed),
         "seed_workers": seed_workers,
         "command": command_line(),
         "run_folder": os.path.relpath(parent, os.path.join(HERE, "..")),
     }
 
 
-def machine(device: torch.device, amp: bool) -> str:
-    if device.type != "cuda":
-        return f"CPU only, {os.cpu_count()} cores, torch {torch.__version__}"
-    return f"{torch.cuda.get_device_name(device)}{', bf16 autocast' if amp else ''}, torch {torch.__version__}"
+def machine(device: torch.device, amp: bool, amp_cpu: bool = False, channels_last: bool = False) -> str:
+    """The device and what changes its arithmetic or speed: 'CPU only, 2 cores, channels-last, torch 2.x'."""
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else f"CPU only, {os.cpu_count()} cores"
+    notes = (["bf16 autocast"] if (amp if cuda else amp_cpu) else []) + (["channels-last"] if channels_last else [])
+    return ", ".join([name, *notes, f"torch {torch.__version__}"])
 
 
 def markdown(rows: list[dict]) -> str:
@@ -106,7 +112,7 @@ def markdown(rows: list[dict]) -> str:
     if any(not r["machine"].startswith("CPU") for r in rows):
         lines += ["", "Rows on a GPU were run by `OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR 100`: several rows at once,",
                   "each row's seeds in parallel processes, so their wall times overlap and compare no models. They train under bf16",
-                  "autocast (the default on CUDA); CPU rows train in fp32."]
+                  "autocast (the default on CUDA); CPU rows train in fp32 unless their machine says bf16 autocast."]
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
     return "\n".join(lines)
 
@@ -124,7 +130,10 @@ def main() -> None:
     p.add_argument("--output-dir", default=os.path.join(HERE, "runs"))
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a FocusNet option for the focusnet rows, e.g. --option saliency=2")
     p.add_argument("--seed-workers", type=int, default=1, help="train this many seeds at once, one process each (worth it on a GPU)")
+    p.add_argument("--amp-cpu", action="store_true", help="bf16 autocast on the CPU too (recorded in the machine column)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory layout for every row (recorded in the machine column)")
     args = p.parse_args()
+    speed = tuple(flag for flag in SPEED_FLAGS if getattr(args, flag))
     rows = load_rows(RESULTS)
     done = {row_key(r) for r in rows}
     options = parse_options(args.option)
@@ -132,11 +141,11 @@ def main() -> None:
         for model in args.models:
             opts = options if model == "focusnet" else {}  # the baselines take no options
             name = "resnet18_3d" if model == "resnet18" and dataset.endswith("3d") else model
-            key = row_key({"dataset": dataset, "size": args.size, "model": name, "options": opts, "preset": args.preset, "epochs": args.epochs, "seeds": args.seeds})
+            key = row_key({"dataset": dataset, "size": args.size, "model": name, "options": opts, "preset": args.preset, "epochs": args.epochs, "seeds": args.seeds, "speed": speed})
             if key in done:
                 print(f"skip {key}: already in {RESULTS}")
                 continue
-            row = run_row(dataset, args.size, model, opts, args.preset, args.epochs, args.seeds, args.data_dir, args.device, args.output_dir, args.seed_workers)
+            row = run_row(dataset, args.size, model, opts, args.preset, args.epochs, args.seeds, args.data_dir, args.device, args.output_dir, args.seed_workers, speed)
             rows = append_row(RESULTS, row, row_key, MARKDOWN, markdown)
     rows = load_rows(RESULTS)
     write_text(MARKDOWN, markdown(rows))

@@ -156,9 +156,13 @@ def accuracy_targets(proto: dict | None) -> list[tuple[str, str, str]]:
 
 
 def _short(machine: str) -> str:
-    """'NVIDIA H200, bf16 autocast, torch ...' -> 'NVIDIA H200, bf16 autocast'; CPU rows -> 'CPU, fp32'."""
+    """'NVIDIA H200, bf16 autocast, torch ...' -> 'NVIDIA H200, bf16 autocast';
+    'CPU only, 2 cores, channels-last, torch ...' -> 'CPU, fp32, channels-last'."""
     parts = [p for p in machine.split(", ") if not p.startswith("torch ")]
-    return "CPU, fp32" if parts[0].startswith("CPU") else ", ".join(parts)
+    if not parts[0].startswith("CPU"):
+        return ", ".join(parts)
+    notes = [p for p in parts[1:] if not p.endswith(" cores")]
+    return ", ".join(["CPU"] + ([] if "bf16 autocast" in notes else ["fp32"]) + notes)
 
 
 ABLATION_DATASETS = ("synth-lesion", "pneumoniamnist", "breastmnist")

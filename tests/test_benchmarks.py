@@ -88,3 +88,19 @@ def test_gpu_queue_passes_whole_variant_names_and_options(fake_python, tmp_path)
     with open(os.path.join(logs, "protocol_synth-lesion_128_focusnet___option_fovea_scaling_pixels___option_saliency_2.log")) as f:
         args = f.read().splitlines()
     assert args.count("--option") == 2 and "saliency=2" in args and args[args.index("--output-dir") + 1] == str(tmp_path / "runs")
+
+
+def test_protocol_rows_record_the_speed_flags_they_ran_with():
+    import torch
+    import protocol
+
+    cpu = torch.device("cpu")
+    assert protocol.machine(cpu, amp=True).startswith("CPU only") and "bf16" not in protocol.machine(cpu, amp=True)  # amp is CUDA's
+    named = protocol.machine(cpu, amp=True, amp_cpu=True, channels_last=True)
+    assert ", bf16 autocast, channels-last, torch " in named
+    assert report._short(named) == "CPU, bf16 autocast, channels-last"
+    assert report._short(protocol.machine(cpu, amp=False, channels_last=True)) == "CPU, fp32, channels-last"
+    assert report._short(protocol.machine(cpu, amp=False)) == "CPU, fp32"
+    plain = _row("focusnet", 0.9, 0.95)  # rows written before the flags existed have no "speed"
+    assert protocol.row_key(plain) == protocol.row_key({**plain, "speed": []})
+    assert protocol.row_key(plain) != protocol.row_key({**plain, "speed": ["channels_last"]})
