@@ -104,3 +104,11 @@ def test_protocol_rows_record_the_speed_flags_they_ran_with():
     plain = _row("focusnet", 0.9, 0.95)  # rows written before the flags existed have no "speed"
     assert protocol.row_key(plain) == protocol.row_key({**plain, "speed": []})
     assert protocol.row_key(plain) != protocol.row_key({**plain, "speed": ["channels_last"]})
+
+
+def test_volume_targets_name_the_3d_baseline_and_a_one_epoch_budget():
+    proto = {"rows": [{**_row("focusnet", 0.8, 0.8, epochs=1), "dataset": "adrenalmnist3d"},
+                      {**_row("resnet18_3d", 0.7, 0.7, epochs=1), "dataset": "adrenalmnist3d"}]}
+    [(name, measured, verdict)] = [t for t in report.accuracy_targets(proto) if "1 epoch:" in t[0]]
+    assert name == "adrenalmnist3d (28 px), 1 epoch: FocusNet mean test ACC and AUC >= 3D ResNet-18's"
+    assert (measured, verdict) == ("ACC 0.800 vs 0.700, AUC 0.800 vs 0.700", "met")
