@@ -84,7 +84,7 @@ def targets() -> str:
     rows += probe_targets(_load("saccade_probe"))
     lines = ["## Targets", "", "Each line is computed by `benchmarks/report.py` from the JSON results in `benchmarks/results/`.", "", "| target | measured | status |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    missing = [f"ResNet-18 under the full 100-epoch protocol on {d}" for d in PROTOCOL_DATASETS if not _has_row(proto, d, 100, ("resnet18", "resnet18_3d"))]
+    missing = [f"{'the 3D ' if d.endswith('3d') else ''}ResNet-18 under the full 100-epoch protocol on {d}" for d in PROTOCOL_DATASETS if not _has_row(proto, d, 100, ("resnet18", "resnet18_3d"))]
     missing += [f"FocusNet under the full 100-epoch protocol on {d}" for d in PROTOCOL_DATASETS if not _has_row(proto, d, 100, ("focusnet",))]
     missing += [f"synth-lesion at {size} px: FocusNet and ResNet-18 under the same protocol" for size in SYNTHETIC_SIZES if not _has_pair(proto, "synth-lesion", size)]
     ablated = {(r["dataset"], r["variant"]) for r in (ablations or {}).get("rows", [])}
