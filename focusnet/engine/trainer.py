@@ -262,10 +262,11 @@ def _resume_state(resume: str, config: TrainConfig, given: set[str] | None = Non
     if not isinstance(state.get("config"), dict):
         raise FocusNetError(f"{path} holds no training config; it is damaged: start a new run")
     stored = TrainConfig.from_dict(state["config"])
-    defaults = TrainConfig()
-    for name in RESUME_FREE:  # an option not given keeps the run's own setting (its --data-dir, threads...)
-        if (name in given) if given is not None else getattr(config, name) != getattr(defaults, name):
-            setattr(stored, name, getattr(config, name))
+    if given is None:  # not told which flags the user gave: take those that differ from the defaults
+        defaults = TrainConfig()
+        given = {name for name in RESUME_FREE if getattr(config, name) != getattr(defaults, name)}
+    for name in set(RESUME_FREE) & given:  # an option not given keeps the run's own setting (its --data-dir, threads...)
+        setattr(stored, name, getattr(config, name))
     run_dir = os.path.dirname(os.path.abspath(path))
     _remove_stale_temporaries(run_dir)
     return run_dir, state, stored
