@@ -8,7 +8,8 @@
 # benchmarks/runs/gpu_logs/.
 #
 #   OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR [EPOCHS]   # DATA_DIR: the MedMNIST .npz files
-#   (environment: DEVICE=cuda, OUTPUT_DIR=benchmarks/runs, LOG_DIR=benchmarks/runs/gpu_logs, PYTHON=python3, JOBS=6)
+#   (environment: DEVICE=cuda, OUTPUT_DIR=benchmarks/runs, LOG_DIR=benchmarks/runs/gpu_logs, PYTHON=python3, JOBS=6,
+#    ONLY=an extended regex: run only the rows it matches, e.g. ONLY='^ablations pneumoniamnist' for a short lease)
 #
 # Wall times of rows run this way overlap, so they are not a speed comparison between models.
 set -uo pipefail
@@ -37,8 +38,9 @@ for variant in "${variants[@]}"; do  # "ablations dataset epochs variant": the e
     rows+=("ablations pneumoniamnist 10 $variant" "ablations synth-lesion 15 $variant" "ablations breastmnist 10 $variant")
 done
 
-pids=()
+pids=() started=()
 for row in "${rows[@]}"; do
+    [[ $row =~ ${ONLY:-.} ]] || continue
     read -r script dataset number rest <<< "$row"  # number: the size (protocol) or the epochs (ablations)
     log="$logs/${script}_${dataset}_${number}_$(printf %s "$rest" | tr -c 'A-Za-z0-9' '_').log"
     while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-6}" ]; do wait -n; done  # statuses are collected below
@@ -50,11 +52,11 @@ for row in "${rows[@]}"; do
     else
         "${PYTHON:-python3}" benchmarks/ablations.py --datasets "$dataset" --variants "$rest" --epochs "$number" "${common[@]}" > "$log" 2>&1 &
     fi
-    pids+=($!)
+    pids+=($!) started+=("$row")
 done
 failed=0
 for i in "${!pids[@]}"; do  # wait PID returns each job's status, even one that ended long ago
-    wait "${pids[$i]}" || { echo "row failed: ${rows[$i]} (see $logs)"; failed=1; }
+    wait "${pids[$i]}" || { echo "row failed: ${started[$i]} (see $logs)"; failed=1; }
 done
 cat benchmarks/results/protocol.md
 exit $failed
