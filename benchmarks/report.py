@@ -208,7 +208,7 @@ def ablation_targets(ablations: dict | None) -> list[tuple[str, str, str]]:
             verdict = "met"
         else:
             verdict = NOT_SHOWN
-        measured = f"ACC {f['acc']['mean']:.3f} vs {v['acc']['mean']:.3f} (spread {diffs['acc'][1]:.3f}), AUC {f['auc']['mean']:.3f} vs {v['auc']['mean']:.3f} (spread {diffs['auc'][1]:.3f})"
+        measured = ", ".join(f"{m.upper()} {f[m]['mean']:.3f} vs {v[m]['mean']:.3f} (difference {diffs[m][0]:+.4f}, spread {diffs[m][1]:.4f})" for m in ("acc", "auc"))
         machines = [_short(row.get("machine", CPU_ROWS)) for row in (same[0], r)]  # rows from before machines were recorded ran on the CPU
         measured += "" if machines[0] == machines[1] else f" (default on {machines[0]}, variant on {machines[1]})"
         rows.append((f"ablation ({r['dataset']}, {r['epochs']} epochs, {len(r['seeds'])} seeds): the default beats \"{r['variant']}\"", measured, verdict))
