@@ -112,3 +112,33 @@ def test_volume_targets_name_the_3d_baseline_and_a_one_epoch_budget():
     [(name, measured, verdict)] = [t for t in report.accuracy_targets(proto) if "1 epoch:" in t[0]]
     assert name == "adrenalmnist3d (28 px), 1 epoch: FocusNet mean test ACC and AUC >= 3D ResNet-18's"
     assert (measured, verdict) == ("ACC 0.800 vs 0.700, AUC 0.800 vs 0.700", "met")
+
+
+def _ablation(variant: str, acc: tuple[float, float], auc: tuple[float, float]) -> dict:
+    test = {"acc": {"mean": acc[0], "std": acc[1]}, "auc": {"mean": auc[0], "std": auc[1]}}
+    return {"dataset": "pneumoniamnist", "epochs": 10, "preset": "official", "seeds": [0, 1, 2], "variant": variant, "test": test, "machine": "NVIDIA H100"}
+
+
+def test_ablation_verdicts_need_a_lead_beyond_the_spread_and_show_it():
+    default = _ablation(report.DEFAULT_VARIANT, (0.854, 0.012), (0.9680, 0.0020))
+    variants = [_ablation("no saccadic suppression", (0.861, 0.035), (0.9646, 0.0033)),  # AUC lead 0.0034 > 0.0033
+                _ablation("no predictive coding", (0.853, 0.041), (0.9675, 0.0020)),  # inside the spread
+                _ablation("K pathway only", (0.900, 0.010), (0.9690, 0.0020))]  # ACC worse beyond it
+    found = {name.split('"')[1]: (measured, verdict) for name, measured, verdict in report.ablation_targets({"rows": [default, *variants]})}
+    assert found["no saccadic suppression"] == (
+        "ACC 0.854 vs 0.861 (difference -0.0070, spread 0.0350), AUC 0.968 vs 0.965 (difference +0.0034, spread 0.0033)", "met")
+    assert found["no predictive coding"][1] == report.NOT_SHOWN
+    assert found["K pathway only"][1] == "**missed**"
+
+
+def test_gpu_queue_runs_only_the_rows_matching_only(fake_python, tmp_path):
+    env = {**os.environ, "PYTHON": fake_python, "JOBS": "2", "OUTPUT_DIR": str(tmp_path / "runs"), "LOG_DIR": str(tmp_path / "logs"),
+           "ONLY": "^ablations pneumoniamnist|^protocol synth-lesion 64 resnet18$"}
+    result = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_protocol.sh"), str(tmp_path), "50"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    logs = sorted(os.listdir(tmp_path / "logs"))
+    assert len(logs) == 12 and "protocol_synth-lesion_64_resnet18.log" in logs
+    assert all(name.startswith("ablations_pneumoniamnist_10_") for name in logs if name != "protocol_synth-lesion_64_resnet18.log")
+    with open(tmp_path / "logs" / "protocol_synth-lesion_64_resnet18.log") as f:
+        args = f.read().splitlines()
+    assert args[args.index("--epochs") + 1] == "50"
