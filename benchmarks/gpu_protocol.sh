@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The accuracy rows that 2 CPU cores cannot afford, on one GPU: issue 4's 100-epoch rows, the
 # synthetic-lesion rows at 28/64/128 px (FocusNet default, FocusNet with pixel-scaled fovea and
-# saliency, ResNet-18), and every ablation on pneumoniamnist, synth-lesion and breastmnist. Up to JOBS rows run at once, each row's
+# saliency, FocusNet with a native-resolution glance, ResNet-18), and every ablation on pneumoniamnist, synth-lesion and breastmnist. Up to JOBS rows run at once, each row's
 # 3 seeds in parallel processes (one small model leaves a GPU mostly idle). Rows land in
 # benchmarks/results/{protocol,ablations}.json as with protocol.py and ablations.py themselves; a
 # row already there is skipped, so a run cut short continues where it stopped. Logs in
@@ -10,6 +10,8 @@
 #   OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR [EPOCHS]   # DATA_DIR: the MedMNIST .npz files
 #   (environment: DEVICE=cuda, OUTPUT_DIR=benchmarks/runs, LOG_DIR=benchmarks/runs/gpu_logs, PYTHON=python3, JOBS=6,
 #    ONLY=an extended regex: run only the rows it matches, e.g. ONLY='^ablations pneumoniamnist' for a short lease)
+# On a 15-minute lease of one H100, the three synthetic-lesion pairs fit at 50 epochs (their six rows took 2.6-8 min,
+# eight rows at once): ONLY='^protocol synth-lesion (28|64|128) (focusnet|resnet18)$' JOBS=8 ... DATA_DIR 50
 #
 # Wall times of rows run this way overlap, so they are not a speed comparison between models.
 set -uo pipefail
@@ -30,6 +32,7 @@ rows=("protocol adrenalmnist3d 28 resnet18" "protocol adrenalmnist3d 28 focusnet
 for size in 28 64 128; do
     rows+=("protocol synth-lesion $size focusnet" "protocol synth-lesion $size resnet18"
            "protocol synth-lesion $size focusnet --option fovea_scaling=pixels --option saliency=2")
+    [ "$size" -gt 28 ] && rows+=("protocol synth-lesion $size focusnet --option glance_size=$size")  # the glance sees every pixel
 done
 variants=("default (M+P+K, 2 saccades, predictive coding, suppression)" "0 saccades (glance only)" "1 saccade" "4 saccades"
           "no predictive coding" "no saccadic suppression" "M pathway only" "P pathway only" "K pathway only"

@@ -75,7 +75,7 @@ def _queue(fake_python, tmp_path, rc: int) -> subprocess.CompletedProcess:
 def test_gpu_queue_reports_every_failed_row(fake_python, tmp_path):
     result = _queue(fake_python, tmp_path, rc=3)
     failed = [line for line in result.stdout.splitlines() if line.startswith("row failed:")]
-    assert result.returncode == 1 and len(failed) == 47  # 5 protocol + 9 synthetic-lesion rows + 3 datasets x 11 ablation variants
+    assert result.returncode == 1 and len(failed) == 49  # 5 protocol + 11 synthetic-lesion rows + 3 datasets x 11 ablation variants
 
 
 def test_gpu_queue_passes_whole_variant_names_and_options(fake_python, tmp_path):
