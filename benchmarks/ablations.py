@@ -23,7 +23,7 @@ from focusnet.engine import TrainConfig, train_seeds
 from focusnet.viz import checkpoint_hit_rate
 from focusnet.engine.distributed import pick_device
 from protocol import machine
-from rows import append_row, command_line, load_rows, mean_std
+from rows import append_row, command_line, load_rows, mean_pm_std, mean_std
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "ablations.json")
@@ -51,7 +51,7 @@ def seed_hit_rates(parent: str, seeds: list[int], cfg: TrainConfig) -> dict:
 
 def _hit_cell(row: dict) -> str:
     h = row.get("hit_rate")
-    return f"{h['hit_rate']['mean']:.3f} +/- {h['hit_rate']['std']:.3f} (random {h['random_hit_rate']['mean']:.3f})" if h else "-"
+    return f"{mean_pm_std(h['hit_rate'])} (random {h['random_hit_rate']['mean']:.3f})" if h else "-"
 
 
 def row_key(row: dict) -> tuple:
@@ -63,7 +63,7 @@ def markdown(rows: list[dict]) -> str:
     lines += ["| dataset | epochs | preset | variant | seeds | test ACC | test AUC | fixation hit rate | MFLOPs/image |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = r["test"]
-        lines.append(f"| {r['dataset']} | {r['epochs']} | {r['preset']} | {r['variant']} | {len(r['seeds'])} | {t['acc']['mean']:.3f} +/- {t['acc']['std']:.3f} | {t['auc']['mean']:.3f} +/- {t['auc']['std']:.3f} | {_hit_cell(r)} | {r['flops_per_image'] / 1e6:.1f} |")
+        lines.append(f"| {r['dataset']} | {r['epochs']} | {r['preset']} | {r['variant']} | {len(r['seeds'])} | {mean_pm_std(t['acc'])} | {mean_pm_std(t['auc'])} | {_hit_cell(r)} | {r['flops_per_image'] / 1e6:.1f} |")
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ from focusnet.cli import parse_options
 from focusnet.engine.distributed import pick_device
 from focusnet.fileio import write_text
 from focusnet.official import official_numbers
-from rows import append_row, command_line, load_rows
+from rows import append_row, command_line, load_rows, mean_pm_std
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "protocol.json")
@@ -106,11 +106,11 @@ def markdown(rows: list[dict]) -> str:
         t = r["test"]
         lines.append(
             f"| {r['dataset']} ({r['size']}) | {model_label(r)} | {r['epochs']} | {len(r['seeds'])} | "
-            f"{t['acc']['mean']:.3f} +/- {t['acc']['std']:.3f} | {t['auc']['mean']:.3f} +/- {t['auc']['std']:.3f} | {published} | "
+            f"{mean_pm_std(t['acc'])} | {mean_pm_std(t['auc'])} | {published} | "
             f"{r['flops_per_image'] / 1e6:,.1f} | {r['params']:,} | {r['wall_s'] / 60:.1f} min | {r['machine']} |"
         )
     if any(not r["machine"].startswith("CPU") for r in rows):
-        lines += ["", "Rows on a GPU were run by `OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR 100`: several rows at once,",
+        lines += ["", "Rows on a GPU were run by `OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR EPOCHS`: several rows at once,",
                   "each row's seeds in parallel processes, so their wall times overlap and compare no models. They train under bf16",
                   "autocast (the default on CUDA); CPU rows train in fp32 unless their machine says bf16 autocast."]
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]

@@ -57,6 +57,13 @@ def mean_std(values) -> dict:
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "values": a.tolist()}
 
 
+def mean_pm_std(stat: dict) -> str:
+    """'0.854 +/- 0.012'; a single value has no spread to show, so it says so: '0.606 (1 seed)'."""
+    if len(stat.get("values", ())) == 1:
+        return f"{stat['mean']:.3f} (1 seed)"
+    return f"{stat['mean']:.3f} +/- {stat['std']:.3f}"
+
+
 def command_line() -> str:
     """How this script was run, relative to the repository root."""
     return f"python benchmarks/{os.path.basename(sys.argv[0])} " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -28,7 +28,7 @@ from focusnet.data.synthetic import striped_patch_task
 from focusnet.flops import count_flops
 from focusnet.models import FocusNet, FocusNetConfig
 from focusnet.viz import hit_rate
-from rows import append_row, command_line, load_rows, mean_std
+from rows import append_row, command_line, load_rows, mean_pm_std, mean_std
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "saccade_probe.json")
@@ -82,9 +82,9 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["size"], list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 99)):
-        hit = f"{r['hit_rate']['mean']:.3f} +/- {r['hit_rate']['std']:.3f}" if r.get("hit_rate") else "-"
+        hit = mean_pm_std(r["hit_rate"]) if r.get("hit_rate") else "-"
         rand = f"{r['random_hit_rate']['mean']:.3f}" if r.get("random_hit_rate") else "-"
-        lines.append(f"| {r['size']} | {r['variant']} | {r['epochs']} | {len(r['seeds'])} | {r['acc']['mean']:.3f} +/- {r['acc']['std']:.3f} | {hit} | {rand} | {r['flops_per_image'] / 1e6:.1f} |")
+        lines.append(f"| {r['size']} | {r['variant']} | {r['epochs']} | {len(r['seeds'])} | {mean_pm_std(r['acc'])} | {hit} | {rand} | {r['flops_per_image'] / 1e6:.1f} |")
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
     return "\n".join(lines)
 

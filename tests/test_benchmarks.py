@@ -142,3 +142,8 @@ def test_gpu_queue_runs_only_the_rows_matching_only(fake_python, tmp_path):
     with open(tmp_path / "logs" / "protocol_synth-lesion_64_resnet18.log") as f:
         args = f.read().splitlines()
     assert args[args.index("--epochs") + 1] == "50"
+
+
+def test_a_single_seed_shows_no_spread():
+    assert rows.mean_pm_std(rows.mean_std([0.606])) == "0.606 (1 seed)"
+    assert rows.mean_pm_std(rows.mean_std([0.8, 0.9, 1.0])) == "0.900 +/- 0.100"
