@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The accuracy rows that 2 CPU cores cannot afford, on one GPU: issue 4's 100-epoch rows, the
 # synthetic-lesion rows at 28/64/128 px (FocusNet default, FocusNet with pixel-scaled fovea and
-# saliency, FocusNet with a native-resolution glance, ResNet-18), and every ablation on pneumoniamnist, synth-lesion and breastmnist. Up to JOBS rows run at once, each row's
+# saliency, FocusNet with a native-resolution glance, ResNet-18), and every ablation on
+# pneumoniamnist, synth-lesion and breastmnist. Up to JOBS rows run at once, each row's
 # 3 seeds in parallel processes (one small model leaves a GPU mostly idle). Rows land in
 # benchmarks/results/{protocol,ablations}.json as with protocol.py and ablations.py themselves; a
 # row already there is skipped, so a run cut short continues where it stopped. Logs in

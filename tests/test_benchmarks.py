@@ -67,9 +67,9 @@ def fake_python(tmp_path):
     return str(path)
 
 
-def _queue(fake_python, tmp_path, rc: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHON": fake_python, "FAKE_RC": str(rc), "JOBS": "3", "OUTPUT_DIR": str(tmp_path / "runs"), "LOG_DIR": str(tmp_path / "logs")}
-    return subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_protocol.sh"), str(tmp_path), "100"], env=env, capture_output=True, text=True, timeout=120)
+def _queue(fake_python, tmp_path, rc: int = 0, epochs: str = "100", **environment: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": fake_python, "FAKE_RC": str(rc), "JOBS": "3", "OUTPUT_DIR": str(tmp_path / "runs"), "LOG_DIR": str(tmp_path / "logs"), **environment}
+    return subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_protocol.sh"), str(tmp_path), epochs], env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_gpu_queue_reports_every_failed_row(fake_python, tmp_path):
@@ -132,9 +132,7 @@ def test_ablation_verdicts_need_a_lead_beyond_the_spread_and_show_it():
 
 
 def test_gpu_queue_runs_only_the_rows_matching_only(fake_python, tmp_path):
-    env = {**os.environ, "PYTHON": fake_python, "JOBS": "2", "OUTPUT_DIR": str(tmp_path / "runs"), "LOG_DIR": str(tmp_path / "logs"),
-           "ONLY": "^ablations pneumoniamnist|^protocol synth-lesion 64 resnet18$"}
-    result = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_protocol.sh"), str(tmp_path), "50"], env=env, capture_output=True, text=True, timeout=120)
+    result = _queue(fake_python, tmp_path, epochs="50", ONLY="^ablations pneumoniamnist|^protocol synth-lesion 64 resnet18$")
     assert result.returncode == 0, result.stdout + result.stderr
     logs = sorted(os.listdir(tmp_path / "logs"))
     assert len(logs) == 12 and "protocol_synth-lesion_64_resnet18.log" in logs
