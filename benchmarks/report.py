@@ -129,7 +129,7 @@ def accuracy_targets(proto: dict | None) -> list[tuple[str, str, str]]:
     """FocusNet (each configuration) against ResNet-18 and the small CNN trained with the same
     protocol and budget, and at 28 px under the full protocol against the published numbers."""
     from focusnet.official import official_numbers
-    from protocol import model_label
+    from protocol import OFFICIAL_METHOD, model_label
 
     rows = []
     for (dataset, size, preset, epochs, _), group in sorted(_groups(proto).items()):
@@ -147,7 +147,7 @@ def accuracy_targets(proto: dict | None) -> list[tuple[str, str, str]]:
                 text, ok = _versus(f, cnn)
                 rows.append((f"{where}: {label} >= the plain small CNN of similar FLOPs", text, _verdict(ok)))
     for r in (proto or {}).get("rows", []):
-        method = "ResNet-18+3D" if r["dataset"].endswith("3d") else "ResNet-18 (28)"
+        method = OFFICIAL_METHOD[3 if r["dataset"].endswith("3d") else 2]
         ref = [o for o in official_numbers(r["dataset"]) if o.method == method]
         if r["model"] == "focusnet" and not r.get("options") and r["preset"] == "official" and r["epochs"] == 100 and r["size"] == 28 and ref:
             t, o = r["test"], ref[0]
