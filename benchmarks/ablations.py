@@ -39,6 +39,7 @@ VARIANTS = {
     "no saccadic suppression": {"suppression": False},
     "with bottom-up saliency (option)": {"saliency": 2.0},  # off by default; at 28 px fovea_scaling makes no difference
     "with step losses (option)": {"step_loss_weight": 1.0},  # a training option: the glance and each saccade classify too
+    "gated readout (option)": {"readout": "gated"},  # the head reads the glance plus a learned share (from 0) of the saccades
 }
 TRAIN_FIELDS = set(TrainConfig.__dataclass_fields__)  # variant keys that are training options, not FocusNet options
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The accuracy rows that 2 CPU cores cannot afford, on one GPU: issue 4's 100-epoch rows, the
 # synthetic-lesion rows at 28/64/128 px (FocusNet default, FocusNet with pixel-scaled fovea and
-# saliency, FocusNet with a native-resolution glance, ResNet-18), and every ablation on
+# saliency, FocusNet with a native-resolution glance, ResNet-18; at 28 px also FocusNet glance-only and
+# with the gated readout), and every ablation on
 # pneumoniamnist, synth-lesion and breastmnist. Up to JOBS rows run at once, each row's
 # 3 seeds in parallel processes (one small model leaves a GPU mostly idle). Rows land in
 # benchmarks/results/{protocol,ablations}.json as with protocol.py and ablations.py themselves; a
@@ -35,9 +36,10 @@ for size in 28 64 128; do
            "protocol synth-lesion $size focusnet --option fovea_scaling=pixels --option saliency=2")
     [ "$size" -gt 28 ] && rows+=("protocol synth-lesion $size focusnet --option glance_size=$size")  # the glance sees every pixel
 done
+rows+=("protocol synth-lesion 28 focusnet --option readout=gated" "protocol synth-lesion 28 focusnet --option num_saccades=0")
 variants=("default (M+P+K, 2 saccades, predictive coding, suppression)" "0 saccades (glance only)" "1 saccade" "4 saccades"
           "no predictive coding" "no saccadic suppression" "M pathway only" "P pathway only" "K pathway only"
-          "with bottom-up saliency (option)" "with step losses (option)")
+          "with bottom-up saliency (option)" "with step losses (option)" "gated readout (option)")
 for variant in "${variants[@]}"; do  # "ablations dataset epochs variant": the epochs of the CPU rows already there
     rows+=("ablations pneumoniamnist 10 $variant" "ablations synth-lesion 15 $variant" "ablations breastmnist 10 $variant")
 done

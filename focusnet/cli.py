@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from .errors import FocusNetError
 
 # FocusNet options with their own flags; any other FocusNetConfig field goes through --option k=v.
-MODEL_FLAGS = {"num_saccades": int, "glimpse_size": int, "glance_size": int, "num_scales": int, "fovea": float, "fovea_scaling": str, "saliency": float, "width": int, "hidden_size": int, "pathways": str, "dropout": float}
+MODEL_FLAGS = {"num_saccades": int, "glimpse_size": int, "glance_size": int, "num_scales": int, "fovea": float, "fovea_scaling": str, "saliency": float, "width": int, "hidden_size": int, "pathways": str, "dropout": float, "readout": str}
 MODEL_SWITCHES = ("predictive_coding", "suppression", "learn_scale")
 
 

@@ -75,7 +75,7 @@ def _queue(fake_python, tmp_path, rc: int = 0, epochs: str = "100", **environmen
 def test_gpu_queue_reports_every_failed_row(fake_python, tmp_path):
     result = _queue(fake_python, tmp_path, rc=3)
     failed = [line for line in result.stdout.splitlines() if line.startswith("row failed:")]
-    assert result.returncode == 1 and len(failed) == 49  # 5 protocol + 11 synthetic-lesion rows + 3 datasets x 11 ablation variants
+    assert result.returncode == 1 and len(failed) == 54  # 5 protocol + 13 synthetic-lesion rows + 3 datasets x 12 ablation variants
 
 
 def test_gpu_queue_passes_whole_variant_names_and_options(fake_python, tmp_path):
@@ -135,7 +135,7 @@ def test_gpu_queue_runs_only_the_rows_matching_only(fake_python, tmp_path):
     result = _queue(fake_python, tmp_path, epochs="50", ONLY="^ablations pneumoniamnist|^protocol synth-lesion 64 resnet18$")
     assert result.returncode == 0, result.stdout + result.stderr
     logs = sorted(os.listdir(tmp_path / "logs"))
-    assert len(logs) == 12 and "protocol_synth-lesion_64_resnet18.log" in logs
+    assert len(logs) == 13 and "protocol_synth-lesion_64_resnet18.log" in logs
     assert all(name.startswith("ablations_pneumoniamnist_10_") for name in logs if name != "protocol_synth-lesion_64_resnet18.log")
     with open(tmp_path / "logs" / "protocol_synth-lesion_64_resnet18.log") as f:
         args = f.read().splitlines()

@@ -250,6 +250,28 @@ def test_single_pathway_and_ablation_switches():
     assert EnhancedFocusNet2D(1, 2, 2, pathways="p").forward_trace(torch.randn(2, 1, 28, 28)).gates.shape == (2, 3, 1)
 
 
+def test_gated_readout_starts_as_the_glance_and_learns_the_saccades_share():
+    torch.manual_seed(0)
+    gated = EnhancedFocusNet2D(1, 3, num_saccades=2, readout="gated").eval()
+    x = torch.randn(6, 1, 28, 28)
+    trace = gated.forward_trace(x)
+    for t in (1, 2):  # g = 0: every step reads the glance's state, so the saccades cannot slow learning
+        torch.testing.assert_close(trace.step_logits[:, t], trace.step_logits[:, 0])
+    F.cross_entropy(trace.logits, torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+    assert gated.readout_gate.grad.abs() > 0  # the share the saccades get is learned
+    mean = EnhancedFocusNet2D(1, 3, num_saccades=2).eval()
+    assert mean.load_state_dict(gated.state_dict(), strict=False).unexpected_keys == ["readout_gate"]
+    with torch.no_grad():
+        gated.readout_gate.fill_(1.0)  # g = 1: exactly the mean readout
+        torch.testing.assert_close(gated(x), mean(x))
+        gated.readout_gate.fill_(0.7)  # early exit carries the glance's state to later steps
+        logits, steps = gated.forward_early_exit(x, threshold=1.1)
+        torch.testing.assert_close(logits, gated(x), rtol=1e-4, atol=1e-5)
+    assert not hasattr(EnhancedFocusNet2D(1, 3, num_saccades=0, readout="gated"), "readout_gate")  # nothing to gate
+    with pytest.raises(ValueError, match="readout must be one of"):
+        FocusNetConfig(readout="last")
+
+
 @pytest.fixture(scope="module")
 def patch_model():
     """FocusNet trained for 2 epochs on the patch task (~40 s on 2 cores), and its test split."""

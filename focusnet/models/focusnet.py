@@ -12,7 +12,8 @@ integrator state into a query, attends over those keys (minus an inhibition of r
 already fixated), and looks at the attention-weighted position plus a small learned offset. The
 soft-argmax keeps the choice differentiable end to end. Each glimpse's trunk map is read out as a
 coarse grid of means plus per-channel peaks (so a small object is not averaged away), and the head
-reads the mean integrator state over the steps so far. Compute per image depends on T and the
+reads the mean integrator state over the steps so far (or, with `readout="gated"`, the glance's state
+plus a learned share, from 0, of how that mean differs from it). Compute per image depends on T and the
 glimpse size, not on the image size: a 224-pixel image costs the same
 as a 28-pixel one (plus a box-filter pyramid, linear in the pixel count).
 
@@ -49,6 +50,7 @@ LOCATION_SIZE = 32
 KEY_SIZE = 32
 MAX_OFFSET = 0.2  # the policy's own move around the attended position, normalised units
 FOVEA_SCALINGS = ("image", "pixels")
+READOUTS = ("mean", "gated")
 REFERENCE_SIDE = 28  # fovea_scaling="pixels": the fovea covers at any size what `fovea` covers at 28 px
 
 
@@ -71,6 +73,7 @@ class FocusNetConfig:
     predictive_coding: bool = True
     suppression: bool = True  # saccadic suppression of what is taken in during large saccades
     learn_scale: bool = True  # the policy also chooses the foveal width (0.6x to 1.6x of `fovea`)
+    readout: str = "mean"  # what the head reads: "mean" of the states so far; "gated": the glance's state plus a learned share (from 0) of that mean's difference
     dropout: float = 0.1
 
     def __post_init__(self):
@@ -86,6 +89,8 @@ class FocusNetConfig:
             raise ValueError("need num_saccades >= 0, num_scales >= 1 and 0 < fovea <= 1")
         if self.fovea_scaling not in FOVEA_SCALINGS:
             raise ValueError(f"fovea_scaling must be one of {FOVEA_SCALINGS}, got {self.fovea_scaling!r}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if self.saliency < 0:
             raise ValueError(f"saliency must be >= 0, got {self.saliency}")
         if self.in_channels < 1 or self.num_classes < 1:
@@ -143,6 +148,8 @@ class FocusNet(nn.Module):
             nn.init.normal_(self.policy[-1].weight, std=0.01)
             nn.init.zeros_(self.policy[-1].bias)
             self.inhibition = nn.Parameter(torch.tensor(2.0))  # softplus -> strength of inhibition of return
+            if cfg.readout == "gated":
+                self.readout_gate = nn.Parameter(torch.zeros(()))  # 0: the head reads the glance alone
         if cfg.suppression:
             self.suppression_strength = nn.Parameter(torch.tensor(math.log(math.expm1(0.2))))
         self.head = nn.Sequential(nn.LayerNorm(cfg.hidden_size), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_size, cfg.num_classes))
@@ -188,7 +195,7 @@ class FocusNet(nn.Module):
             if active.numel() == 0:
                 break
             pyramid = pyramid.subset(keep)
-            state = {k: state[k][keep] for k in ("h", "h_sum", "center", "keys", "saliency", "peaks", "visited") if state.get(k) is not None}
+            state = {k: state[k][keep] for k in ("h", "h_sum", "h_glance", "center", "keys", "saliency", "peaks", "visited") if state.get(k) is not None}
         return logits, steps_taken
 
     # --- one step of looking ----------------------------------------------------------------
@@ -217,19 +224,30 @@ class FocusNet(nn.Module):
             "gain": gain if gain is not None else h.new_ones(h.shape[0], 1),
             "error": error,
             "h_sum": h if t == 0 else previous["h_sum"] + h,
+            "h_glance": h if t == 0 else previous["h_glance"],
             "keys": previous.get("keys"),
             "saliency": previous.get("saliency"),
             "peaks": previous.get("peaks"),
             "visited": previous["visited"] if t == 0 else torch.cat([previous["visited"], center[:, None]], dim=1),
         }
-        # The head reads the mean state over all steps so far: every look's evidence reaches the
-        # loss directly, instead of only through the recurrence (which hides the glance early on).
-        step["logits"] = self.head(step["h_sum"] / (t + 1))
+        step["logits"] = self.head(self._readout(step, t))
         if t == 0 and cfg.num_saccades:
             step["keys"] = self.saliency_keys(feature_map).flatten(2).transpose(1, 2)  # (B, N cells, KEY_SIZE)
             if cfg.saliency:
                 step["saliency"], step["peaks"] = bottom_up_saliency(glimpse[:, : cfg.in_channels], feature_map.shape[2])
         return step
+
+    def _readout(self, step: dict, t: int) -> torch.Tensor:
+        """-> (B, H) what the head reads after step t. "mean": the mean state over all steps so far,
+        so every look's evidence reaches the loss directly, not only through the recurrence.
+        "gated": the glance's state plus a learned share g (from 0) of how that mean differs from
+        it. The saccades' states dilute the glance's in the mean, and while the policy has not
+        learned where to look this slows learning (synth-lesion: BENCHMARKS.md); from g = 0 the
+        model starts as its glance alone and the saccades' share grows only where it helps."""
+        mean = step["h_sum"] / (t + 1)
+        if not hasattr(self, "readout_gate"):
+            return mean
+        return step["h_glance"] + self.readout_gate * (mean - step["h_glance"])
 
     def _fovea(self, pyramid: ImagePyramid) -> float:
         """Nominal foveal half-width (normalised) for this input size."""
