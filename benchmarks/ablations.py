@@ -23,7 +23,7 @@ from focusnet.engine import TrainConfig, train_seeds
 from focusnet.viz import checkpoint_hit_rate
 from focusnet.engine.distributed import pick_device
 from protocol import machine
-from rows import append_row, command_line, load_rows, mean_pm_std, mean_std
+from rows import append_row, command_line, load_rows, mean_pm_std, mean_std, short_machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "ablations.json")
@@ -61,10 +61,10 @@ def row_key(row: dict) -> tuple:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["## Ablations", "", "Test ACC / AUC, mean +/- std (ddof=1) over seeds; same preset and epochs within a dataset.", "On synthetic data, the fixation hit rate: the share of test images where a saccade lands on the lesion box", "(`focusnet hit-rate`), beside that of uniformly random fixations.", ""]
-    lines += ["| dataset | epochs | preset | variant | seeds | test ACC | test AUC | fixation hit rate | MFLOPs/image |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    lines += ["| dataset | epochs | preset | variant | seeds | test ACC | test AUC | fixation hit rate | MFLOPs/image | machine |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["epochs"])):  # grouped by dataset, in the order measured
         t = r["test"]
-        lines.append(f"| {r['dataset']} | {r['epochs']} | {r['preset']} | {r['variant']} | {len(r['seeds'])} | {mean_pm_std(t['acc'])} | {mean_pm_std(t['auc'])} | {_hit_cell(r)} | {r['flops_per_image'] / 1e6:.1f} |")
+        lines.append(f"| {r['dataset']} | {r['epochs']} | {r['preset']} | {r['variant']} | {len(r['seeds'])} | {mean_pm_std(t['acc'])} | {mean_pm_std(t['auc'])} | {_hit_cell(r)} | {r['flops_per_image'] / 1e6:.1f} | {short_machine(r.get('machine'))} |")
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
     return "\n".join(lines)
 

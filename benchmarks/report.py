@@ -13,6 +13,8 @@ import json
 import os
 import re
 
+from rows import short_machine
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ORDER = ("protocol", "performance", "gpu_throughput", "ablations", "saccade_probe", "early_exit", "scaling", "data_throughput", "distributed", "distributed_memory", "reliability")
@@ -141,7 +143,7 @@ def accuracy_targets(proto: dict | None) -> list[tuple[str, str, str]]:
             label = model_label(f).replace("focusnet", "FocusNet", 1)
             if ref:
                 text, ok = _versus(f, ref)
-                machines = "" if _short(f["machine"]) == _short(ref["machine"]) else f" (FocusNet on {_short(f['machine'])}, {baseline} on {_short(ref['machine'])})"
+                machines = "" if short_machine(f["machine"]) == short_machine(ref["machine"]) else f" (FocusNet on {short_machine(f['machine'])}, {baseline} on {short_machine(ref['machine'])})"
                 rows.append((f"{where}: {label} mean test ACC and AUC >= {baseline}'s", text + machines, _verdict(ok)))
             if cnn:
                 text, ok = _versus(f, cnn)
@@ -156,16 +158,6 @@ def accuracy_targets(proto: dict | None) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _short(machine: str) -> str:
-    """'NVIDIA H200, bf16 autocast, torch ...' -> 'NVIDIA H200, bf16 autocast';
-    'CPU only, 2 cores, channels-last, torch ...' -> 'CPU, fp32, channels-last'."""
-    parts = [p for p in machine.split(", ") if not p.startswith("torch ")]
-    if not parts[0].startswith("CPU"):
-        return ", ".join(parts)
-    notes = [p for p in parts[1:] if not p.endswith(" cores")]
-    return ", ".join(["CPU"] + ([] if "bf16 autocast" in notes else ["fp32"]) + notes)
-
-
 ABLATION_DATASETS = ("synth-lesion", "pneumoniamnist", "breastmnist")
 DEFAULT_VARIANT = "default (M+P+K, 2 saccades, predictive coding, suppression)"
 ABLATION_CHECKS = (  # the default must beat each of these for the missing component to earn its place
@@ -178,7 +170,6 @@ ABLATION_CHECKS = (  # the default must beat each of these for the missing compo
 )
 
 
-CPU_ROWS = "CPU only, 2 cores"
 NOT_SHOWN = "**not shown** (within the seed spread)"
 
 
@@ -209,7 +200,7 @@ def ablation_targets(ablations: dict | None) -> list[tuple[str, str, str]]:
         else:
             verdict = NOT_SHOWN
         measured = ", ".join(f"{m.upper()} {f[m]['mean']:.3f} vs {v[m]['mean']:.3f} (difference {diffs[m][0]:+.4f}, spread {diffs[m][1]:.4f})" for m in ("acc", "auc"))
-        machines = [_short(row.get("machine", CPU_ROWS)) for row in (same[0], r)]  # rows from before machines were recorded ran on the CPU
+        machines = [short_machine(row.get("machine")) for row in (same[0], r)]
         measured += "" if machines[0] == machines[1] else f" (default on {machines[0]}, variant on {machines[1]})"
         rows.append((f"ablation ({r['dataset']}, {r['epochs']} epochs, {len(r['seeds'])} seeds): the default beats \"{r['variant']}\"", measured, verdict))
     return rows

@@ -64,6 +64,19 @@ def mean_pm_std(stat: dict) -> str:
     return f"{stat['mean']:.3f} +/- {stat['std']:.3f}"
 
 
+CPU_MACHINE = "CPU only, 2 cores"  # rows written before the machine was recorded ran here
+
+
+def short_machine(machine: str | None) -> str:
+    """'NVIDIA H200, bf16 autocast, torch ...' -> 'NVIDIA H200, bf16 autocast';
+    'CPU only, 2 cores, channels-last, torch ...' -> 'CPU, fp32, channels-last'; None -> 'CPU, fp32'."""
+    parts = [p for p in (machine or CPU_MACHINE).split(", ") if not p.startswith("torch ")]
+    if not parts[0].startswith("CPU"):
+        return ", ".join(parts)
+    notes = [p for p in parts[1:] if not p.endswith(" cores")]
+    return ", ".join(["CPU"] + ([] if "bf16 autocast" in notes else ["fp32"]) + notes)
+
+
 def command_line() -> str:
     """How this script was run, relative to the repository root."""
     return f"python benchmarks/{os.path.basename(sys.argv[0])} " + " ".join(shlex.quote(a) for a in sys.argv[1:])

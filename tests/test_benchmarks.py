@@ -98,9 +98,9 @@ def test_protocol_rows_record_the_speed_flags_they_ran_with():
     assert protocol.machine(cpu, amp=True).startswith("CPU only") and "bf16" not in protocol.machine(cpu, amp=True)  # amp is CUDA's
     named = protocol.machine(cpu, amp=True, amp_cpu=True, channels_last=True)
     assert ", bf16 autocast, channels-last, torch " in named
-    assert report._short(named) == "CPU, bf16 autocast, channels-last"
-    assert report._short(protocol.machine(cpu, amp=False, channels_last=True)) == "CPU, fp32, channels-last"
-    assert report._short(protocol.machine(cpu, amp=False)) == "CPU, fp32"
+    assert rows.short_machine(named) == "CPU, bf16 autocast, channels-last"
+    assert rows.short_machine(protocol.machine(cpu, amp=False, channels_last=True)) == "CPU, fp32, channels-last"
+    assert rows.short_machine(protocol.machine(cpu, amp=False)) == "CPU, fp32"
     plain = _row("focusnet", 0.9, 0.95)  # rows written before the flags existed have no "speed"
     assert protocol.row_key(plain) == protocol.row_key({**plain, "speed": []})
     assert protocol.row_key(plain) != protocol.row_key({**plain, "speed": ["channels_last"]})
