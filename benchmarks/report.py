@@ -13,7 +13,7 @@ import json
 import os
 import re
 
-from rows import short_machine
+from rows import mean_pm_std, short_machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -225,10 +225,59 @@ def probe_targets(probe: dict | None) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _baseline_at(proto: dict | None, dataset: str, size: int, epochs: int) -> dict | None:
+    """ResNet-18 (3D on volumes) trained on `dataset` at `size` for `epochs` under the official preset."""
+    rows = [r for r in (proto or {}).get("rows", []) if (r["dataset"], r["size"], r["epochs"], r["preset"]) == (dataset, size, epochs, "official") and r["model"] in ("resnet18", "resnet18_3d")]
+    return rows[0] if rows else None
+
+
+def _missed_pairs(proto: dict | None) -> list[tuple[str, int]]:
+    """(dataset, size) where the default FocusNet trails ResNet-18 trained alike on ACC or AUC."""
+    missed = set()
+    for (dataset, size, *_), group in _groups(proto).items():
+        ref = next((r for r in group if r["model"] in ("resnet18", "resnet18_3d")), None)
+        if ref and any(r["model"] == "focusnet" and not r.get("options") and not _versus(r, ref)[1] for r in group):
+            missed.add((dataset, size))
+    return sorted(missed)
+
+
+def tried_section(proto: dict | None, ablations: dict | None) -> str:
+    """For every dataset and size where the default FocusNet misses ResNet-18: each FocusNet
+    configuration measured there (protocol rows and, at 28 px, ablations), its gap to ResNet-18
+    trained for the same epochs, and the closest of them. Generated, like the Targets."""
+    from protocol import model_label
+
+    lines = ["## Where FocusNet misses ResNet-18: what was tried", "",
+             "Every FocusNet configuration measured on a dataset where the default trails ResNet-18 trained alike, with its gap",
+             "(FocusNet minus ResNet-18, test ACC / AUC means) to ResNet-18 trained for the same epochs; '-' where no such",
+             "ResNet-18 row exists. Rows come from `benchmarks/results/protocol.json` and (28 px) `ablations.json`."]
+    for dataset, size in _missed_pairs(proto):
+        tried = [(model_label(r), r) for r in proto["rows"] if (r["dataset"], r["size"], r["model"]) == (dataset, size, "focusnet")]
+        if size == 28:
+            tried += [(f"ablation: {r['variant']}", r) for r in (ablations or {}).get("rows", []) if r["dataset"] == dataset]
+        refs = sorted((r for r in proto["rows"] if (r["dataset"], r["size"], r["preset"]) == (dataset, size, "official") and r["model"] in ("resnet18", "resnet18_3d")), key=lambda r: r["epochs"])
+        lines += ["", f"### {dataset} ({size} px)", "", "ResNet-18 trained alike: " + "; ".join(f"{r['epochs']} epochs {r['test']['acc']['mean']:.3f} / {r['test']['auc']['mean']:.3f} ({short_machine(r['machine'])})" for r in refs) + ".",
+                  "", "| configuration | epochs | seeds | test ACC | test AUC | gap to ResNet-18 (ACC / AUC) | machine |", "|---|---|---|---|---|---|---|"]
+        gaps = []
+        for label, r in sorted(tried, key=lambda item: (item[1]["epochs"], -item[1]["test"]["auc"]["mean"])):
+            ref = _baseline_at(proto, dataset, size, r["epochs"])
+            gap = "-"
+            if ref:
+                da, du = (r["test"][m]["mean"] - ref["test"][m]["mean"] for m in ("acc", "auc"))
+                gap = f"{da:+.3f} / {du:+.3f}"
+                gaps.append((min(da, du), label, r["epochs"], gap))
+            lines.append(f"| {label} | {r['epochs']} | {len(r['seeds'])} | {mean_pm_std(r['test']['acc'])} | {mean_pm_std(r['test']['auc'])} | {gap} | {short_machine(r.get('machine'))} |")
+        if gaps:
+            _, label, epochs, gap = max(gaps)
+            lines += ["", f"Best against ResNet-18 at the same budget: {label}, {epochs} epoch{'s' if epochs != 1 else ''} ({gap})."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parts = sections()
     goals = targets()
-    text = HEADER + "\n" + goals + "\n\n" + "\n\n".join(body for _, body in parts) + "\n"
+    tried = tried_section(_load("protocol"), _load("ablations"))
+    text = HEADER + "\n" + goals + "\n\n" + tried + "\n\n" + "\n\n".join(body for _, body in parts) + "\n"
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w", encoding="utf-8") as f:
         f.write(text)
     protocol = dict(parts).get("protocol")

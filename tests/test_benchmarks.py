@@ -58,6 +58,23 @@ def test_accuracy_targets_compare_only_rows_trained_alike():
     assert not report._has_pair(proto, "synth-lesion", 128)
 
 
+def test_what_was_tried_lists_every_configuration_where_the_default_misses():
+    proto = {"rows": [
+        _row("focusnet", 0.80, 0.90, epochs=50), _row("resnet18", 0.90, 0.95, epochs=50),  # 28 px: missed
+        _row("focusnet", 0.88, 0.96, epochs=50, options={"num_saccades": 0}),
+        _row("focusnet", 0.70, 0.85, epochs=15, options={"readout": "gated"}),  # no ResNet-18 at 15 epochs
+        _row("focusnet", 0.95, 0.99, epochs=50, size=64), _row("resnet18", 0.90, 0.95, epochs=50, size=64),  # 64 px: met
+    ]}
+    ablations = {"rows": [{**_ablation("1 saccade", (0.85, 0.01), (0.92, 0.01)), "dataset": "synth-lesion", "epochs": 50}]}
+    text = report.tried_section(proto, ablations)
+    assert "### synth-lesion (28 px)" in text and "(64 px)" not in text  # only where the default misses
+    assert "ResNet-18 trained alike: 50 epochs 0.900 / 0.950 (CPU, fp32)." in text
+    assert "| focusnet (num_saccades=0) | 50 | 3 | 0.880 +/- 0.010 | 0.960 +/- 0.010 | -0.020 / +0.010 | CPU, fp32 |" in text
+    assert "| focusnet (readout=gated) | 15 | 3 | 0.700 +/- 0.010 | 0.850 +/- 0.010 | - | CPU, fp32 |" in text
+    assert "| ablation: 1 saccade | 50 | 3 | 0.850 +/- 0.010 | 0.920 +/- 0.010 | -0.050 / -0.030 | NVIDIA H100 |" in text
+    assert text.endswith("Best against ResNet-18 at the same budget: focusnet (num_saccades=0), 50 epochs (-0.020 / +0.010).")
+
+
 @pytest.fixture
 def fake_python(tmp_path):
     """A stand-in for python that logs its arguments and exits with $FAKE_RC."""
