@@ -160,6 +160,13 @@ def test_every_task_type_and_baseline_trains(data_dir, tmp_path, flag, model):
     assert 0 <= r.metrics["test"]["auc"] <= 1 and r.metrics["test"]["n"] == get_dataset_info(flag).n_samples["test"]
 
 
+def test_gated_readout_reports_the_saccades_learned_share(data_dir, tmp_path, run, capsys):
+    r = train(tiny(data_dir, tmp_path, epochs=1, max_batches=2, batch_size=8, model_options={**TINY["model_options"], "readout": "gated"}))
+    assert r.metrics["readout_gate"] != 0.0  # learned: two steps move it off its start at 0
+    assert "saccades' learned share g = " in capsys.readouterr().out
+    assert "readout_gate" not in run.metrics  # the mean readout has no gate
+
+
 def small_copy(info, n: int):
     """`info` with n samples per split, and arrays in which every split holds every class."""
     small = replace(info, n_samples=dict.fromkeys(("train", "val", "test"), n), samples_by_size={}, md5s={})

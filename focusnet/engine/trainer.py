@@ -489,6 +489,8 @@ class _Run:
             local = DistContext(device=self.ctx.device)  # only the rank that writes metrics.json, on the whole (small) splits
             val, test = (eval_loader(self.data.splits[s], self.batch_size, local) for s in ("val", "test"))
             metrics["early_exit"] = early_exit_summary(self.model, val, test, self.task, self.amp)
+        if hasattr(self.model, "readout_gate"):  # readout="gated": how much the head learned to take from the saccades
+            metrics["readout_gate"] = self.model.readout_gate.item()
         return metrics
 
     # --- outputs ---------------------------------------------------------------------------
@@ -524,6 +526,8 @@ class _Run:
         if m.get("early_exit") and m["early_exit"]["threshold"] is not None:
             e = m["early_exit"]
             self._say(f"  early exit at confidence {e['threshold']:.2f} (calibrated on val): test ACC {e['test']['acc']:.4f} with {e['test']['mean_steps']:.2f} of {e['max_steps']} steps per image")
+        if "readout_gate" in m:
+            self._say(f"  gated readout: the saccades' learned share g = {m['readout_gate']:+.3f} (0: the glance alone, 1: the mean of all steps)")
         self._say(f"  run folder: {self.run_dir}")
 
     def _progress(self) -> bool:
