@@ -123,6 +123,16 @@ def test_protocol_rows_record_the_speed_flags_they_ran_with():
     assert protocol.row_key(plain) != protocol.row_key({**plain, "speed": ["channels_last"]})
 
 
+def test_protocol_table_shows_the_learned_share_of_gated_readout_rows():
+    import protocol
+
+    extra = {"flops_per_image": 7.7e7, "params": 590230, "wall_s": 60.0, "command": "python benchmarks/protocol.py ..."}
+    gated = {**_row("focusnet", 0.9, 0.98, epochs=15, options={"readout": "gated"}), **extra, "readout_gate": rows.mean_std([0.1, 0.3])}
+    text = protocol.markdown([gated, {**_row("focusnet", 0.8, 0.9, epochs=15), **extra}])
+    assert "1: the mean of all steps): focusnet (readout=gated) on synth-lesion (28), 15 epochs: g = 0.200 +/- 0.141." in text
+    assert "Gated readout" not in protocol.markdown([{**_row("focusnet", 0.8, 0.9), **extra}])
+
+
 def test_volume_targets_name_the_3d_baseline_and_a_one_epoch_budget():
     proto = {"rows": [{**_row("focusnet", 0.8, 0.8, epochs=1), "dataset": "adrenalmnist3d"},
                       {**_row("resnet18_3d", 0.7, 0.7, epochs=1), "dataset": "adrenalmnist3d"}]}
