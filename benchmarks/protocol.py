@@ -28,7 +28,7 @@ from focusnet.cli import parse_options
 from focusnet.engine.distributed import pick_device
 from focusnet.fileio import write_text
 from focusnet.official import official_numbers
-from rows import append_row, command_line, load_rows, mean_pm_std, mean_std
+from rows import append_row, command_line, load_rows, mean_pm_std, readout_gate_field, readout_gate_note
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "protocol.json")
@@ -75,7 +75,7 @@ def run_row(dataset: str, size: int, model: str, options: dict, preset: str, epo
         "seed_workers": seed_workers,
         "command": command_line(),
         "run_folder": os.path.relpath(parent, os.path.join(HERE, "..")),
-        **({"readout_gate": mean_std([r["readout_gate"] for r in runs])} if "readout_gate" in runs[0] else {}),  # readout="gated"
+        **readout_gate_field(runs),
     }
 
 
@@ -114,10 +114,7 @@ def markdown(rows: list[dict]) -> str:
         lines += ["", "Rows on a GPU were run by `OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR EPOCHS`: several rows at once,",
                   "each row's seeds in parallel processes, so their wall times overlap and compare no models. They train under bf16",
                   "autocast (the default on CUDA); CPU rows train in fp32 unless their machine says bf16 autocast."]
-    gated = [f"{model_label(r)} on {r['dataset']} ({r['size']}), {r['epochs']} epochs: g = {mean_pm_std(r['readout_gate'])}" for r in rows if "readout_gate" in r]
-    if gated:
-        lines += ["", "Gated readout (`readout=gated`): the learned share g of the saccades in what the head reads (0: the glance alone,",
-                  "1: the mean of all steps): " + "; ".join(gated) + "."]
+    lines += readout_gate_note(rows, lambda r: f"{model_label(r)} on {r['dataset']} ({r['size']}), {r['epochs']} epochs")
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
     return "\n".join(lines)
 

@@ -86,7 +86,7 @@ def targets() -> str:
     rows += probe_targets(_load("saccade_probe"))
     lines = ["## Targets", "", "Each line is computed by `benchmarks/report.py` from the JSON results in `benchmarks/results/`.", "", "| target | measured | status |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    missing = [f"{'the 3D ' if d.endswith('3d') else ''}ResNet-18 under the full 100-epoch protocol on {d}" for d in PROTOCOL_DATASETS if not _has_row(proto, d, 100, ("resnet18", "resnet18_3d"))]
+    missing = [f"{'the 3D ' if d.endswith('3d') else ''}ResNet-18 under the full 100-epoch protocol on {d}" for d in PROTOCOL_DATASETS if not _has_row(proto, d, 100, RESNETS)]
     missing += [f"FocusNet under the full 100-epoch protocol on {d}" for d in PROTOCOL_DATASETS if not _has_row(proto, d, 100, ("focusnet",))]
     missing += [f"synth-lesion at {size} px: FocusNet and ResNet-18 under the same protocol" for size in SYNTHETIC_SIZES if not _has_pair(proto, "synth-lesion", size)]
     ablated = {(r["dataset"], r["variant"]) for r in (ablations or {}).get("rows", [])}
@@ -98,6 +98,7 @@ def targets() -> str:
 
 
 PROTOCOL_DATASETS = ("breastmnist", "pneumoniamnist", "adrenalmnist3d")
+RESNETS = ("resnet18", "resnet18_3d")  # the baseline: ResNet-18, 3D on volumes
 
 
 SYNTHETIC_SIZES = (28, 64, 128)
@@ -135,7 +136,7 @@ def accuracy_targets(proto: dict | None) -> list[tuple[str, str, str]]:
 
     rows = []
     for (dataset, size, preset, epochs, _), group in sorted(_groups(proto).items()):
-        ref = next((r for r in group if r["model"] in ("resnet18", "resnet18_3d")), None)
+        ref = next((r for r in group if r["model"] in RESNETS), None)
         cnn = next((r for r in group if r["model"] == "smallcnn"), None)
         where = f"{dataset} ({size} px), {epochs} epoch{'s' if epochs != 1 else ''}" + ("" if preset == "official" else f", {preset} preset")
         baseline = "3D ResNet-18" if ref and ref["model"] == "resnet18_3d" else "ResNet-18"
@@ -225,51 +226,60 @@ def probe_targets(probe: dict | None) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _baseline_at(proto: dict | None, dataset: str, size: int, epochs: int) -> dict | None:
-    """ResNet-18 (3D on volumes) trained on `dataset` at `size` for `epochs` under the official preset."""
-    rows = [r for r in (proto or {}).get("rows", []) if (r["dataset"], r["size"], r["epochs"], r["preset"]) == (dataset, size, epochs, "official") and r["model"] in ("resnet18", "resnet18_3d")]
-    return rows[0] if rows else None
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
 
 
 def _missed_pairs(proto: dict | None) -> list[tuple[str, int]]:
     """(dataset, size) where the default FocusNet trails ResNet-18 trained alike on ACC or AUC."""
     missed = set()
     for (dataset, size, *_), group in _groups(proto).items():
-        ref = next((r for r in group if r["model"] in ("resnet18", "resnet18_3d")), None)
+        ref = next((r for r in group if r["model"] in RESNETS), None)
         if ref and any(r["model"] == "focusnet" and not r.get("options") and not _versus(r, ref)[1] for r in group):
             missed.add((dataset, size))
     return sorted(missed)
 
 
+def _tried_line(label: str, r: dict, refs: list[dict]) -> tuple[str, tuple | None]:
+    """A table line for FocusNet configuration `r`, and (worse of its ACC/AUC gaps, label, epochs,
+    gap text) against the ResNet-18 row trained alike (same epochs, preset and seeds), if any."""
+    ref = next((b for b in refs if all(b[k] == r[k] for k in ("epochs", "preset", "seeds"))), None)
+    gap, found = "-", None
+    if ref:
+        da, du = (r["test"][m]["mean"] - ref["test"][m]["mean"] for m in ("acc", "auc"))
+        gap = f"{da:+.3f} / {du:+.3f}"
+        found = (min(da, du), label, r["epochs"], gap)
+    return f"| {label} | {r['epochs']} | {len(r['seeds'])} | {mean_pm_std(r['test']['acc'])} | {mean_pm_std(r['test']['auc'])} | {gap} | {short_machine(r.get('machine'))} |", found
+
+
 def tried_section(proto: dict | None, ablations: dict | None) -> str:
     """For every dataset and size where the default FocusNet misses ResNet-18: each FocusNet
-    configuration measured there (protocol rows and, at 28 px, ablations), its gap to ResNet-18
-    trained for the same epochs, and the closest of them. Generated, like the Targets."""
+    configuration measured there (protocol rows and, at 28 px, where the ablations run, those),
+    its gap to ResNet-18 trained alike, and the best of them. Empty when nothing is missed."""
     from protocol import model_label
 
+    missed = _missed_pairs(proto)
+    if not missed:
+        return ""
     lines = ["## Where FocusNet misses ResNet-18: what was tried", "",
              "Every FocusNet configuration measured on a dataset where the default trails ResNet-18 trained alike, with its gap",
-             "(FocusNet minus ResNet-18, test ACC / AUC means) to ResNet-18 trained for the same epochs; '-' where no such",
-             "ResNet-18 row exists. Rows come from `benchmarks/results/protocol.json` and (28 px) `ablations.json`."]
-    for dataset, size in _missed_pairs(proto):
+             "(FocusNet minus ResNet-18, test ACC / AUC means) to ResNet-18 trained alike (same epochs, preset and seeds); '-'",
+             "where no such ResNet-18 row exists. Rows come from `benchmarks/results/protocol.json` and (28 px) `ablations.json`."]
+    for dataset, size in missed:
         tried = [(model_label(r), r) for r in proto["rows"] if (r["dataset"], r["size"], r["model"]) == (dataset, size, "focusnet")]
-        if size == 28:
+        if size == 28:  # ablations.py trains at 28 px
             tried += [(f"ablation: {r['variant']}", r) for r in (ablations or {}).get("rows", []) if r["dataset"] == dataset]
-        refs = sorted((r for r in proto["rows"] if (r["dataset"], r["size"], r["preset"]) == (dataset, size, "official") and r["model"] in ("resnet18", "resnet18_3d")), key=lambda r: r["epochs"])
-        lines += ["", f"### {dataset} ({size} px)", "", "ResNet-18 trained alike: " + "; ".join(f"{r['epochs']} epochs {r['test']['acc']['mean']:.3f} / {r['test']['auc']['mean']:.3f} ({short_machine(r['machine'])})" for r in refs) + ".",
+        refs = sorted((r for r in proto["rows"] if r["dataset"] == dataset and r["size"] == size and r["model"] in RESNETS), key=lambda r: r["epochs"])
+        lines += ["", f"### {dataset} ({size} px)", "", "ResNet-18 trained alike: " + "; ".join(f"{_epochs(r['epochs'])} {r['test']['acc']['mean']:.3f} / {r['test']['auc']['mean']:.3f} ({short_machine(r['machine'])})" for r in refs) + ".",
                   "", "| configuration | epochs | seeds | test ACC | test AUC | gap to ResNet-18 (ACC / AUC) | machine |", "|---|---|---|---|---|---|---|"]
         gaps = []
         for label, r in sorted(tried, key=lambda item: (item[1]["epochs"], -item[1]["test"]["auc"]["mean"])):
-            ref = _baseline_at(proto, dataset, size, r["epochs"])
-            gap = "-"
-            if ref:
-                da, du = (r["test"][m]["mean"] - ref["test"][m]["mean"] for m in ("acc", "auc"))
-                gap = f"{da:+.3f} / {du:+.3f}"
-                gaps.append((min(da, du), label, r["epochs"], gap))
-            lines.append(f"| {label} | {r['epochs']} | {len(r['seeds'])} | {mean_pm_std(r['test']['acc'])} | {mean_pm_std(r['test']['auc'])} | {gap} | {short_machine(r.get('machine'))} |")
+            line, found = _tried_line(label, r, refs)
+            lines.append(line)
+            gaps += [found] if found else []
         if gaps:
             _, label, epochs, gap = max(gaps)
-            lines += ["", f"Best against ResNet-18 at the same budget: {label}, {epochs} epoch{'s' if epochs != 1 else ''} ({gap})."]
+            lines += ["", f"Best against ResNet-18 trained alike: {label}, {_epochs(epochs)} ({gap})."]
     return "\n".join(lines)
 
 
@@ -277,7 +287,7 @@ def main() -> None:
     parts = sections()
     goals = targets()
     tried = tried_section(_load("protocol"), _load("ablations"))
-    text = HEADER + "\n" + goals + "\n\n" + tried + "\n\n" + "\n\n".join(body for _, body in parts) + "\n"
+    text = HEADER + "\n" + goals + "\n\n" + (tried + "\n\n" if tried else "") + "\n\n".join(body for _, body in parts) + "\n"
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w", encoding="utf-8") as f:
         f.write(text)
     protocol = dict(parts).get("protocol")

@@ -64,6 +64,19 @@ def mean_pm_std(stat: dict) -> str:
     return f"{stat['mean']:.3f} +/- {stat['std']:.3f}"
 
 
+def readout_gate_field(runs: list[dict]) -> dict:
+    """{"readout_gate": mean/std/values} of a gated-readout model's seeds (metrics.json), else {}."""
+    return {"readout_gate": mean_std([r["readout_gate"] for r in runs])} if "readout_gate" in runs[0] else {}
+
+
+def readout_gate_note(rows: list[dict], name) -> list[str]:
+    """Markdown lines listing the learned share g of each gated-readout row (`name(row)` says which), or []."""
+    gated = [f"{name(r)}: g = {mean_pm_std(r['readout_gate'])}" for r in rows if "readout_gate" in r]
+    if not gated:
+        return []
+    return ["", "Gated readout (`readout=gated`): the learned share g of the saccades in what the head reads (0: the glance alone,", "1: the mean of all steps): " + "; ".join(gated) + "."]
+
+
 CPU_MACHINE = "CPU only, 2 cores"  # rows written before the machine was recorded ran here
 
 

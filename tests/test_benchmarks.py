@@ -72,7 +72,10 @@ def test_what_was_tried_lists_every_configuration_where_the_default_misses():
     assert "| focusnet (num_saccades=0) | 50 | 3 | 0.880 +/- 0.010 | 0.960 +/- 0.010 | -0.020 / +0.010 | CPU, fp32 |" in text
     assert "| focusnet (readout=gated) | 15 | 3 | 0.700 +/- 0.010 | 0.850 +/- 0.010 | - | CPU, fp32 |" in text
     assert "| ablation: 1 saccade | 50 | 3 | 0.850 +/- 0.010 | 0.920 +/- 0.010 | -0.050 / -0.030 | NVIDIA H100 |" in text
-    assert text.endswith("Best against ResNet-18 at the same budget: focusnet (num_saccades=0), 50 epochs (-0.020 / +0.010).")
+    assert text.endswith("Best against ResNet-18 trained alike: focusnet (num_saccades=0), 50 epochs (-0.020 / +0.010).")
+    one_seed = {"rows": [*proto["rows"], _row("focusnet", 0.95, 0.99, epochs=50, seeds=(0,), options={"width": 64})]}
+    assert "| focusnet (width=64) | 50 | 1 | 0.950 +/- 0.010 | 0.990 +/- 0.010 | - |" in report.tried_section(one_seed, None)  # not trained alike
+    assert report.tried_section({"rows": proto["rows"][4:]}, ablations) == ""  # nothing missed: no section
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ class FocusNetConfig:
     predictive_coding: bool = True
     suppression: bool = True  # saccadic suppression of what is taken in during large saccades
     learn_scale: bool = True  # the policy also chooses the foveal width (0.6x to 1.6x of `fovea`)
-    readout: str = "mean"  # what the head reads: "mean" of the states so far; "gated": the glance's state plus a learned share (from 0) of that mean's difference
+    readout: str = "mean"  # what the head reads: "mean" of the states so far; "gated": the glance's state plus a learned share (from 0) of that mean's difference (needs saccades; the same as "mean" without)
     dropout: float = 0.1
 
     def __post_init__(self):
@@ -131,6 +131,7 @@ class FocusNet(nn.Module):
         d, ch = cfg.spatial_dims, cfg.feature_channels
         self.sensor = GlimpseSensor(d, cfg.glimpse_size, cfg.num_scales)
         self.glance_sensor = GlimpseSensor(d, cfg.glance_size, cfg.num_scales)
+        self.gated_readout = cfg.readout == "gated" and cfg.num_saccades > 0  # one step: its mean is the glance already
         views = 2 if cfg.num_saccades else 1  # glance, foveal glimpses: separate norm statistics
         self.encoder = MPKBlock(cfg.in_channels, ch, d, cfg.num_scales, cfg.width, cfg.pathways, views)
         self.trunk = nn.Sequential(
@@ -148,7 +149,7 @@ class FocusNet(nn.Module):
             nn.init.normal_(self.policy[-1].weight, std=0.01)
             nn.init.zeros_(self.policy[-1].bias)
             self.inhibition = nn.Parameter(torch.tensor(2.0))  # softplus -> strength of inhibition of return
-            if cfg.readout == "gated":
+            if self.gated_readout:
                 self.readout_gate = nn.Parameter(torch.zeros(()))  # 0: the head reads the glance alone
         if cfg.suppression:
             self.suppression_strength = nn.Parameter(torch.tensor(math.log(math.expm1(0.2))))
@@ -243,9 +244,10 @@ class FocusNet(nn.Module):
         "gated": the glance's state plus a learned share g (from 0) of how that mean differs from
         it. The saccades' states dilute the glance's in the mean, and while the policy has not
         learned where to look this slows learning (synth-lesion: BENCHMARKS.md); from g = 0 the
-        model starts as its glance alone and the saccades' share grows only where it helps."""
+        model starts as its glance alone and the saccades' share grows only where it helps. (Weight
+        decay, as in the strong preset, also pulls g towards 0: towards the glance alone.)"""
         mean = step["h_sum"] / (t + 1)
-        if not hasattr(self, "readout_gate"):
+        if not self.gated_readout:
             return mean
         return step["h_glance"] + self.readout_gate * (mean - step["h_glance"])
 
