@@ -14,6 +14,8 @@
 #    ONLY=an extended regex: run only the rows it matches, e.g. ONLY='^ablations pneumoniamnist' for a short lease)
 # On a 15-minute lease of one H100, the three synthetic-lesion pairs fit at 50 epochs (their six rows took 2.6-8 min,
 # eight rows at once): ONLY='^protocol synth-lesion (28|64|128) (focusnet|resnet18)$' JOBS=8 ... DATA_DIR 50
+# (measured; three 28-px FocusNet rows at once took 1.1-1.9 min). Still missing after that: the 3D ResNet-18 at 100
+# epochs (ONLY='^protocol adrenalmnist3d 28 resnet18$') and the 64-px glance_size=64 rows with readout=gated / no saccades.
 #
 # Wall times of rows run this way overlap, so they are not a speed comparison between models.
 set -uo pipefail
@@ -36,7 +38,10 @@ for size in 28 64 128; do
            "protocol synth-lesion $size focusnet --option fovea_scaling=pixels --option saliency=2")
     [ "$size" -gt 28 ] && rows+=("protocol synth-lesion $size focusnet --option glance_size=$size")  # the glance sees every pixel
 done
-rows+=("protocol synth-lesion 28 focusnet --option readout=gated" "protocol synth-lesion 28 focusnet --option num_saccades=0")
+# Do the saccades earn a share once they cannot slow learning (gated readout), against no saccades at all?
+rows+=("protocol synth-lesion 28 focusnet --option readout=gated" "protocol synth-lesion 28 focusnet --option num_saccades=0"
+       "protocol synth-lesion 64 focusnet --option glance_size=64 --option readout=gated"
+       "protocol synth-lesion 64 focusnet --option glance_size=64 --option num_saccades=0")
 variants=("default (M+P+K, 2 saccades, predictive coding, suppression)" "0 saccades (glance only)" "1 saccade" "4 saccades"
           "no predictive coding" "no saccadic suppression" "M pathway only" "P pathway only" "K pathway only"
           "with bottom-up saliency (option)" "with step losses (option)" "gated readout (option)")

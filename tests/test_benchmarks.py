@@ -95,7 +95,7 @@ def _queue(fake_python, tmp_path, rc: int = 0, epochs: str = "100", **environmen
 def test_gpu_queue_reports_every_failed_row(fake_python, tmp_path):
     result = _queue(fake_python, tmp_path, rc=3)
     failed = [line for line in result.stdout.splitlines() if line.startswith("row failed:")]
-    assert result.returncode == 1 and len(failed) == 54  # 5 protocol + 13 synthetic-lesion rows + 3 datasets x 12 ablation variants
+    assert result.returncode == 1 and len(failed) == 56  # 5 protocol + 15 synthetic-lesion rows + 3 datasets x 12 ablation variants
 
 
 def test_gpu_queue_passes_whole_variant_names_and_options(fake_python, tmp_path):
