@@ -128,6 +128,12 @@ def _versus(f: dict, b: dict) -> tuple[str, bool]:
     return f"ACC {fa:.3f} vs {ba:.3f}, AUC {fu:.3f} vs {bu:.3f}", fa >= ba and fu >= bu
 
 
+def _machines(f: dict, other: dict, name: str) -> str:
+    """'' when FocusNet's row and the other ran alike, else ' (FocusNet on X, <name> on Y)'."""
+    mf, mo = short_machine(f["machine"]), short_machine(other["machine"])
+    return "" if mf == mo else f" (FocusNet on {mf}, {name} on {mo})"
+
+
 def accuracy_targets(proto: dict | None) -> list[tuple[str, str, str]]:
     """FocusNet (each configuration) against ResNet-18 and the small CNN trained with the same
     protocol and budget, and at 28 px under the full protocol against the published numbers."""
@@ -144,11 +150,10 @@ def accuracy_targets(proto: dict | None) -> list[tuple[str, str, str]]:
             label = model_label(f).replace("focusnet", "FocusNet", 1)
             if ref:
                 text, ok = _versus(f, ref)
-                machines = "" if short_machine(f["machine"]) == short_machine(ref["machine"]) else f" (FocusNet on {short_machine(f['machine'])}, {baseline} on {short_machine(ref['machine'])})"
-                rows.append((f"{where}: {label} mean test ACC and AUC >= {baseline}'s", text + machines, _verdict(ok)))
+                rows.append((f"{where}: {label} mean test ACC and AUC >= {baseline}'s", text + _machines(f, ref, baseline), _verdict(ok)))
             if cnn:
                 text, ok = _versus(f, cnn)
-                rows.append((f"{where}: {label} >= the plain small CNN of similar FLOPs", text, _verdict(ok)))
+                rows.append((f"{where}: {label} >= the plain small CNN of similar FLOPs", text + _machines(f, cnn, "the small CNN"), _verdict(ok)))
     for r in (proto or {}).get("rows", []):
         method = OFFICIAL_METHOD[3 if r["dataset"].endswith("3d") else 2]
         ref = [o for o in official_numbers(r["dataset"]) if o.method == method]

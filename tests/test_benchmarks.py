@@ -58,6 +58,13 @@ def test_accuracy_targets_compare_only_rows_trained_alike():
     assert not report._has_pair(proto, "synth-lesion", 128)
 
 
+def test_small_cnn_targets_name_the_machines_when_they_differ():
+    proto = {"rows": [_row("focusnet", 0.9, 0.95, machine="NVIDIA H100, bf16 autocast, torch 2"), _row("smallcnn", 0.92, 0.97)]}
+    [(name, measured, verdict)] = report.accuracy_targets(proto)
+    assert name.endswith("FocusNet >= the plain small CNN of similar FLOPs") and verdict == "**missed**"
+    assert measured == "ACC 0.900 vs 0.920, AUC 0.950 vs 0.970 (FocusNet on NVIDIA H100, bf16 autocast, the small CNN on CPU, fp32)"
+
+
 def test_what_was_tried_lists_every_configuration_where_the_default_misses():
     proto = {"rows": [
         _row("focusnet", 0.80, 0.90, epochs=50), _row("resnet18", 0.90, 0.95, epochs=50),  # 28 px: missed
