@@ -4,7 +4,8 @@ over seeds, beside the published MedMNIST numbers.
 Each row is `focusnet train --seeds ...` on one dataset with one model and epoch budget. Rows
 accumulate in benchmarks/results/protocol.json (a row already there is skipped, so a long
 benchmark can be stopped and continued); benchmarks/results/protocol.md is regenerated from the
-JSON, and `python benchmarks/report.py` folds it into BENCHMARKS.md.
+JSON, and `python benchmarks/report.py` folds it into BENCHMARKS.md. `--extend` adds seeds to a
+row without retraining those it has (`--seeds 0 1 2 --extend` on a seed-0 row trains 1 and 2).
 
     # the side-by-side rows (same reduced budget for both models) and FocusNet's full protocol:
     python benchmarks/protocol.py --datasets breastmnist --models focusnet resnet18 --epochs 10
@@ -28,7 +29,7 @@ from focusnet.cli import parse_options
 from focusnet.engine.distributed import pick_device
 from focusnet.fileio import write_text
 from focusnet.official import official_numbers
-from rows import append_row, command_line, load_rows, mean_pm_std, readout_gate_field, readout_gate_note
+from rows import append_row, command_line, load_rows, mean_pm_std, merge_seed_rows, readout_gate_field, readout_gate_note, replace_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "protocol.json")
@@ -40,8 +41,26 @@ OFFICIAL_METHOD = {2: "ResNet-18 (28)", 3: "ResNet-18+3D"}
 SPEED_FLAGS = ("amp_cpu", "channels_last")  # train options that change speed, not the protocol; a row records those it used
 
 
+def settings_key(row: dict) -> tuple:
+    """What a row was trained with, seeds aside: rows that share it can be merged (--extend)."""
+    return (row["dataset"], row["size"], row["model"], json.dumps(row.get("options", {}), sort_keys=True), row["preset"], row["epochs"], tuple(sorted(row.get("speed", []))))
+
+
 def row_key(row: dict) -> tuple:
-    return (row["dataset"], row["size"], row["model"], json.dumps(row.get("options", {}), sort_keys=True), row["preset"], row["epochs"], tuple(row["seeds"]), tuple(sorted(row.get("speed", []))))
+    return settings_key(row) + (tuple(row["seeds"]),)
+
+
+def parts_to_extend(rows: list[dict], wanted: dict, on_machine: str) -> list[dict]:
+    """The rows with `wanted`'s settings, trained on `on_machine`, whose seeds are all among its
+    seeds, largest first, each sharing no seed with those before it: what --extend folds into one row
+    (seeds from another machine or torch are not pooled)."""
+    same = sorted((r for r in rows if settings_key(r) == settings_key(wanted) and r["machine"] == on_machine and set(r["seeds"]) <= set(wanted["seeds"])), key=lambda r: -len(r["seeds"]))
+    parts, taken = [], set()
+    for r in same:
+        if not taken & set(r["seeds"]):
+            parts.append(r)
+            taken |= set(r["seeds"])
+    return parts
 
 
 def model_label(row: dict) -> str:
@@ -50,8 +69,16 @@ def model_label(row: dict) -> str:
     return row["model"] + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(options.items())) + ")" if options else "")
 
 
+def row_config(dataset: str, size: int, model: str, options: dict, preset: str, epochs: int, data_dir: str, device: str, output_dir: str, speed: tuple[str, ...] = ()) -> TrainConfig:
+    return TrainConfig(dataset=dataset, size=size, model=model, model_options=options, preset=preset, epochs=epochs, data_dir=data_dir, device=device, output_dir=output_dir, report=False, progress=False, download=False, **{flag: True for flag in speed})
+
+
+def config_machine(cfg: TrainConfig) -> str:
+    return machine(pick_device(cfg.device), cfg.amp, cfg.amp_cpu, cfg.channels_last)
+
+
 def run_row(dataset: str, size: int, model: str, options: dict, preset: str, epochs: int, seeds: list[int], data_dir: str, device: str, output_dir: str, seed_workers: int = 1, speed: tuple[str, ...] = ()) -> dict:
-    cfg = TrainConfig(dataset=dataset, size=size, model=model, model_options=options, preset=preset, epochs=epochs, data_dir=data_dir, device=device, output_dir=output_dir, report=False, progress=False, download=False, **{flag: True for flag in speed})
+    cfg = row_config(dataset, size, model, options, preset, epochs, data_dir, device, output_dir, speed)
     started = time.perf_counter()
     parent, summary = train_seeds(cfg, seeds, seed_workers)
     wall = time.perf_counter() - started
@@ -70,7 +97,7 @@ def run_row(dataset: str, size: int, model: str, options: dict, preset: str, epo
         "params": runs[0]["params"],
         "flops_per_image": runs[0]["flops_per_image"],
         "wall_s": wall,
-        "machine": machine(pick_device(device), cfg.amp, cfg.amp_cpu, cfg.channels_last),
+        "machine": config_machine(cfg),
         "speed": sorted(speed),
         "seed_workers": seed_workers,
         "command": command_line(),
@@ -134,6 +161,7 @@ def main() -> None:
     p.add_argument("--seed-workers", type=int, default=1, help="train this many seeds at once, one process each (worth it on a GPU)")
     p.add_argument("--amp-cpu", action="store_true", help="bf16 autocast on the CPU too (recorded in the machine column)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory layout for every row (recorded in the machine column)")
+    p.add_argument("--extend", action="store_true", help="fold the rows already trained with these settings on some of --seeds into one row, training only the seeds they lack")
     args = p.parse_args()
     speed = tuple(flag for flag in SPEED_FLAGS if getattr(args, flag))
     rows = load_rows(RESULTS)
@@ -143,12 +171,16 @@ def main() -> None:
         for model in args.models:
             opts = options if model == "focusnet" else {}  # the baselines take no options
             name = "resnet18_3d" if model == "resnet18" and dataset.endswith("3d") else model
-            key = row_key({"dataset": dataset, "size": args.size, "model": name, "options": opts, "preset": args.preset, "epochs": args.epochs, "seeds": args.seeds, "speed": speed})
-            if key in done:
-                print(f"skip {key}: already in {RESULTS}")
+            wanted = {"dataset": dataset, "size": args.size, "model": name, "options": opts, "preset": args.preset, "epochs": args.epochs, "seeds": args.seeds, "speed": speed}
+            if row_key(wanted) in done:
+                print(f"skip {row_key(wanted)}: already in {RESULTS}")
                 continue
-            row = run_row(dataset, args.size, model, opts, args.preset, args.epochs, args.seeds, args.data_dir, args.device, args.output_dir, args.seed_workers, speed)
-            rows = append_row(RESULTS, row, row_key, MARKDOWN, markdown)
+            on_machine = config_machine(row_config(dataset, args.size, model, opts, args.preset, args.epochs, args.data_dir, args.device, args.output_dir, speed))
+            parts = parts_to_extend(rows, wanted, on_machine) if args.extend else []
+            missing = [s for s in args.seeds if not any(s in p["seeds"] for p in parts)]
+            if missing:
+                parts.append(run_row(dataset, args.size, model, opts, args.preset, args.epochs, missing, args.data_dir, args.device, args.output_dir, args.seed_workers, speed))
+            rows = replace_rows(RESULTS, parts, merge_seed_rows(parts), row_key, MARKDOWN, markdown) if len(parts) > 1 else append_row(RESULTS, parts[0], row_key, MARKDOWN, markdown)
     rows = load_rows(RESULTS)
     write_text(MARKDOWN, markdown(rows))
     print(markdown(rows))

@@ -57,6 +57,45 @@ def mean_std(values) -> dict:
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "values": a.tolist()}
 
 
+def merge_seed_rows(parts: list[dict]) -> dict:
+    """One row from rows of the same settings trained on disjoint seeds on the same machine (a row
+    extended by more seeds): each metric's per-seed values are pooled, in seed order, and their mean
+    and std recomputed; wall times add up and every command that trained a part is kept."""
+    seeds = [s for part in parts for s in part["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"cannot merge rows that share seeds: {sorted(seeds)}")
+    machines = {part["machine"] for part in parts}
+    if len(machines) > 1:
+        raise ValueError(f"cannot merge rows trained on different machines: {sorted(machines)}")
+    order = np.argsort(seeds, kind="stable")
+
+    def pooled(values: list) -> list:
+        return [values[i] for i in order]
+
+    merged = {**parts[0], "seeds": sorted(seeds), "wall_s": sum(part["wall_s"] for part in parts),
+              "command": " && ".join(dict.fromkeys(part["command"] for part in parts)),
+              "run_folder": ", ".join(dict.fromkeys(part["run_folder"] for part in parts))}
+    for split in ("test", "val"):
+        merged[split] = {m: mean_std(pooled([v for part in parts for v in part[split][m]["values"]])) for m in parts[0][split]}
+    merged["best_epochs"] = pooled([e for part in parts for e in part["best_epochs"]])
+    if "readout_gate" in parts[0]:
+        merged["readout_gate"] = mean_std(pooled([g for part in parts for g in part["readout_gate"]["values"]]))
+    return merged
+
+
+def replace_rows(path: str, old: list[dict], new: dict, key, markdown_path: str, markdown) -> list[dict]:
+    """Swap the rows with the keys of `old` for `new` (under the lock, as append_row) and rewrite
+    `markdown_path`. Returns the rows."""
+    from focusnet.fileio import write_json, write_text
+
+    gone = {key(r) for r in old}
+    with locked(path):
+        rows = [r for r in load_rows(path) if key(r) not in gone] + [new]
+        write_json(path, {"rows": rows})
+        write_text(markdown_path, markdown(rows))
+    return rows
+
+
 def mean_pm_std(stat: dict) -> str:
     """'0.854 +/- 0.012'; a single value has no spread to show, so it says so: '0.606 (1 seed)'."""
     if len(stat.get("values", ())) == 1:

@@ -182,3 +182,35 @@ def test_gpu_queue_runs_only_the_rows_matching_only(fake_python, tmp_path):
 def test_a_single_seed_shows_no_spread():
     assert rows.mean_pm_std(rows.mean_std([0.606])) == "0.606 (1 seed)"
     assert rows.mean_pm_std(rows.mean_std([0.8, 0.9, 1.0])) == "0.900 +/- 0.100"
+
+
+def _trained(seeds, accs, machine="CPU only, 2 cores, torch 2", gates=None) -> dict:
+    stats = {"acc": rows.mean_std(accs), "auc": rows.mean_std([a + 0.1 for a in accs])}
+    row = {**_row("focusnet", 0, 0, machine=machine, seeds=seeds, options={"readout": "gated"}), "test": stats, "val": stats,
+           "best_epochs": [10 + s for s in seeds], "wall_s": 60.0 * len(seeds), "command": f"python benchmarks/protocol.py --seeds {' '.join(map(str, seeds))}",
+           "run_folder": f"runs/{seeds[0]}"}
+    return {**row, "readout_gate": rows.mean_std(gates)} if gates else row
+
+
+def test_extending_a_row_pools_the_per_seed_values_in_seed_order():
+    merged = rows.merge_seed_rows([_trained([2, 0], [0.7, 0.9], gates=[-0.2, 0.0]), _trained([1], [0.8], gates=[-0.1])])
+    assert merged["seeds"] == [0, 1, 2] and merged["best_epochs"] == [10, 11, 12]
+    assert merged["test"]["acc"]["values"] == [0.9, 0.8, 0.7] and abs(merged["test"]["acc"]["std"] - 0.1) < 1e-12
+    assert abs(merged["val"]["auc"]["mean"] - 0.9) < 1e-12 and merged["readout_gate"]["values"] == [0.0, -0.1, -0.2]
+    assert merged["wall_s"] == 180.0 and merged["command"].count("python benchmarks/protocol.py") == 2
+    with pytest.raises(ValueError, match="share seeds"):
+        rows.merge_seed_rows([_trained([0], [0.9]), _trained([0, 1], [0.9, 0.8])])
+    with pytest.raises(ValueError, match="different machines"):
+        rows.merge_seed_rows([_trained([0], [0.9]), _trained([1], [0.8], machine="NVIDIA H200, bf16 autocast, torch 2")])
+
+
+def test_extend_picks_disjoint_rows_of_the_same_settings_and_machine():
+    import protocol
+
+    cpu = "CPU only, 2 cores, torch 2"
+    have = [_trained([0], [0.9]), _trained([1, 2], [0.8, 0.7]), _trained([0, 1], [0.9, 0.8]),  # overlaps the larger [0, 1]
+            _trained([3], [0.5]),  # not asked for
+            _trained([2], [0.6], machine="NVIDIA H200, bf16 autocast, torch 2"), {**_trained([2], [0.6]), "epochs": 50}]
+    wanted = {**_trained([0, 1, 2], [0, 0, 0]), "seeds": [0, 1, 2]}
+    assert [p["seeds"] for p in protocol.parts_to_extend(have, wanted, cpu)] == [[1, 2], [0]]
+    assert [p["seeds"] for p in protocol.parts_to_extend(have, wanted, "NVIDIA H200, bf16 autocast, torch 2")] == [[2]]
