@@ -25,6 +25,7 @@ from .errors import FocusNetError
 
 # FocusNet options with their own flags; any other FocusNetConfig field goes through --option k=v.
 MODEL_FLAGS = {"num_saccades": int, "glimpse_size": int, "glance_size": int, "num_scales": int, "fovea": float, "fovea_scaling": str, "saliency": float, "width": int, "hidden_size": int, "pathways": str, "dropout": float, "readout": str}
+MODEL_FLAG_VALUES = {"fovea_scaling": "image (default) or pixels", "readout": "mean (default) or gated", "pathways": "a subset of mpk (default mpk)"}  # checked by FocusNetConfig
 MODEL_SWITCHES = ("predictive_coding", "suppression", "learn_scale")
 
 
@@ -35,7 +36,19 @@ def _add(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
 
 
 def _switch(parser: argparse.ArgumentParser, name: str, help: str) -> None:
-    parser.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, default=None, help=help)
+    """--as-rgb / --no-as-rgb, and the underscore spellings --as_rgb / --no_as_rgb."""
+    dest = name.replace("-", "_")
+    parser.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help)
+    if dest != name:
+        parser.add_argument(f"--{dest}", dest=dest, action="store_true", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(f"--no_{dest}", dest=dest, action="store_false", default=None, help=argparse.SUPPRESS)
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """A mistyped flag or value prints one line saying what is wrong and where to look, not the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # ----------------------------------------------------------------------------- train
@@ -44,7 +57,7 @@ def _switch(parser: argparse.ArgumentParser, name: str, help: str) -> None:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     _add(d, "--dataset", default=None, help="dataset flag (see `focusnet datasets`); default synth-lesion")
-    _add(d, "--data", default=None, metavar="PATH", help="your own data instead of --dataset: a MedMNIST-format .npz, a folder with train/ val/ test/ class folders, or a CSV (docs/OWN_DATA.md)")
+    _add(d, "--data", default=None, metavar="PATH", help="your own data instead of --dataset: a MedMNIST-format .npz, a folder with train/ val/ test/ class folders, or a CSV (README.md, 'Your own data')")
     _add(d, "--size", type=_size, default=None, help="image size: 28 (default), 64, 128, 224; with --data any of 28..224, or 'native'")
     _add(d, "--task", default=None, choices=("binary", "multi-class", "multi-label"), help="with --data: the task type (default: inferred)")
     _add(d, "--on-bad-image", default=None, choices=("fail", "skip"), help="with --data: stop at unreadable images (default) or leave them out")
@@ -54,7 +67,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     _add(m, "--model", default=None, help="focusnet (default), smallcnn (plain CNN of similar FLOPs), resnet18, resnet50 (CIFAR-style, 28 px), resnet18_224, resnet50_224, resnet18_3d")
     for name, kind in MODEL_FLAGS.items():
-        _add(m, "--" + name.replace("_", "-"), type=kind, default=None, help=f"FocusNet {name}")
+        _add(m, "--" + name.replace("_", "-"), type=kind, default=None, help=f"FocusNet {name}" + (f": {MODEL_FLAG_VALUES[name]}" if name in MODEL_FLAG_VALUES else ""))
     for name in MODEL_SWITCHES:
         _switch(m, name.replace("_", "-"), f"FocusNet {name}")
     _add(m, "--option", action="append", default=[], metavar="KEY=VALUE", help="any other FocusNet option, e.g. --option feature_channels=96")
@@ -337,7 +350,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="focusnet", description="FocusNet: saccadic attention for 2D/3D medical image classification")
+    parser = OneLineErrors(prog="focusnet", description="FocusNet: saccadic attention for 2D/3D medical image classification")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers = {name: sub.add_parser(name, help=help, description=help) for name, (_, help) in COMMANDS.items()}
     add_train_args(parsers["train"])
@@ -353,11 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add(demo, "--output-dir", default="results")
     add_viz_args(parsers)
     add_inference_args(parsers)
+    parser.commands = parsers
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # name the subcommand whose flags were mistyped, not the top level
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return COMMANDS[args.command][0](args)
     except FocusNetError as e:

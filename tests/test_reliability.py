@@ -424,6 +424,34 @@ def test_unknown_dataset_flag(tmp_path, capsys):
     assert_train_fails_cleanly(capsys, tmp_path, tmp_path / "data", "unknown dataset", "focusnet datasets", flag="breastmnsit")
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["train", "--epochs", "abc"], ["focusnet train: error", "invalid int value: 'abc'", "focusnet train --help"]),
+    (["train", "--bogus"], ["focusnet train: error", "unrecognized arguments: --bogus"]),  # the subcommand's, not the top level's usage
+    (["train", "--option", "glance_size=abc"], ["glance_size must be an integer, got 'abc'"]),
+    (["train", "--option", "predictive_coding=1"], ["predictive_coding must be true or false"]),
+    (["predict", "--checkpoint", "CONFIG", "x.png"], ["config.json is not a checkpoint", "best_model.pth"]),
+    (["predict", "--checkpoint", "EMPTY", "x.png"], ["the file is empty"]),
+])
+def test_mistyped_flags_and_values_get_one_line(args, expected, tmp_path, capsys):
+    write_json(str(tmp_path / "config.json"), {"epochs": 1})
+    (tmp_path / "empty.pth").write_bytes(b"")
+    args = [{"CONFIG": str(tmp_path / "config.json"), "EMPTY": str(tmp_path / "empty.pth")}.get(a, a) for a in args]
+    try:
+        code = main([*args, *(["--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")] if args[0] == "train" else [])])
+    except SystemExit as e:  # argparse's own errors exit from inside parse
+        code = e.code
+    assert_one_line_error(code, capsys.readouterr().err, *expected)
+    assert not (tmp_path / "out").exists()
+
+
+def test_switches_take_the_underscore_spellings_too():
+    from focusnet.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--as_rgb", "--no_download", "--no_predictive_coding", "--balanced_sampling"])
+    assert (args.as_rgb, args.download, args.predictive_coding, args.balanced_sampling) == (True, False, False, True)
+    assert build_parser().parse_args(["train"]).as_rgb is None  # unset: the config's default applies
+
+
 def test_missing_npz_without_download(tmp_path, capsys):
     assert_train_fails_cleanly(capsys, tmp_path, tmp_path / "data", "breastmnist.npz not found", "allow downloading")
 

@@ -121,6 +121,12 @@ def safe_torch_load(path: str) -> dict:
     """torch.load restricted to tensors and plain values; anything else is refused, never executed."""
     if not os.path.isfile(path):
         raise FocusNetError(f"checkpoint {path} not found; pass a run folder or its best_model.pth")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not head:
+        raise FocusNetError(f"cannot read checkpoint {path}: the file is empty; retrain or restore it")
+    if head != b"PK" and head[:1] != b"\x80":  # neither torch.save's zip nor a binary pickle (e.g. a run's config.json)
+        raise FocusNetError(f"{path} is not a checkpoint (not written by torch.save); pass a run folder, its best_model.pth or best_model.safetensors")
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the refusal below says it all
             warnings.simplefilter("ignore")

@@ -33,7 +33,7 @@ CLASS_WEIGHTS = ("none", "balanced")
 @dataclass
 class TrainConfig:
     dataset: str = "synth-lesion"  # a registered flag (`focusnet datasets`); replaced by custom-<name> with `data`
-    data: str | None = None  # your own data: a MedMNIST-format .npz, an image folder or a CSV (docs/OWN_DATA.md)
+    data: str | None = None  # your own data: a MedMNIST-format .npz, an image folder or a CSV (README.md, section "Your own data")
     task: str | None = None  # custom data: binary | multi-class | multi-label (default: inferred)
     on_bad_image: str = "fail"  # custom data: an unreadable image stops the run ("fail") or is left out ("skip")
     size: int | str = 28  # custom data may say "native" (the images' own common size)

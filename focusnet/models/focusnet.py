@@ -102,10 +102,22 @@ class FocusNetConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown FocusNet option(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return cls(**{name: _typed(name, value, cls.__dataclass_fields__[name].type) for name, value in values.items()})
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_OPTION_TYPES = {"int": (int, "an integer"), "float": ((int, float), "a number"), "str": (str, "a string"), "bool": (bool, "true or false")}
+
+
+def _typed(name: str, value, kind: str):
+    """`value` as the option's type (an int is a valid float), or a ValueError saying what was
+    expected (e.g. for --option glance_size=abc)."""
+    expected, described = _OPTION_TYPES[kind]
+    if isinstance(value, bool) != (kind == "bool") or not isinstance(value, expected):
+        raise ValueError(f"{name} must be {described}, got {value!r}")
+    return float(value) if kind == "float" else value
 
 
 @dataclass
