@@ -115,6 +115,10 @@ def test_gpu_queue_passes_whole_variant_names_and_options(fake_python, tmp_path)
     with open(os.path.join(logs, "protocol_synth-lesion_128_focusnet___option_fovea_scaling_pixels___option_saliency_2.log")) as f:
         args = f.read().splitlines()
     assert args.count("--option") == 2 and "saliency=2" in args and args[args.index("--output-dir") + 1] == str(tmp_path / "runs")
+    assert args[args.index("--epochs") + 1] == "50"  # the synthetic rows keep their own budget; the MedMNIST rows take EPOCHS
+    with open(os.path.join(logs, "protocol_pneumoniamnist_28_focusnet.log")) as f:
+        args = f.read().splitlines()
+    assert args[args.index("--epochs") + 1] == "100"
 
 
 def test_protocol_rows_record_the_speed_flags_they_ran_with():
