@@ -180,7 +180,13 @@ def main() -> None:
             missing = [s for s in args.seeds if not any(s in p["seeds"] for p in parts)]
             if missing:
                 parts.append(run_row(dataset, args.size, model, opts, args.preset, args.epochs, missing, args.data_dir, args.device, args.output_dir, args.seed_workers, speed))
-            rows = replace_rows(RESULTS, parts, merge_seed_rows(parts), row_key, MARKDOWN, markdown) if len(parts) > 1 else append_row(RESULTS, parts[0], row_key, MARKDOWN, markdown)
+            if len(parts) == 1:
+                rows = append_row(RESULTS, parts[0], row_key, MARKDOWN, markdown)
+                continue
+            merged = merge_seed_rows(parts)
+            if not missing:  # this command trained nothing but did the folding: reproducing the row takes it too
+                merged["command"] += " && " + command_line()
+            rows = replace_rows(RESULTS, parts, merged, row_key, MARKDOWN, markdown)
     rows = load_rows(RESULTS)
     write_text(MARKDOWN, markdown(rows))
     print(markdown(rows))

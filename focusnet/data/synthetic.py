@@ -282,7 +282,7 @@ def _generate_chunk(rng: np.random.Generator, labels: np.ndarray, size: int, dim
     centers = _sample_positions(rng, n, n_slots, size, dims, margin=R + 1, min_dist=2.4 * R + 1)
     radius = R * rng.uniform(0.9, 1.1, (n, n_slots))
 
-    # Distractors: count grows with the image area/volume (sub-linearly, to stay readable).
+    # Distractors: count grows as the square root of the image area/volume (sub-linearly, to stay readable).
     scale = (size / 28) ** (dims / 2)
     n_dis = rng.integers(int(2 * scale), int(4 * scale) + 1, n) * clutter
     d_img = np.repeat(np.arange(n), n_dis)
