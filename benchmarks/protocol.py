@@ -146,6 +146,22 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def fill_row(rows: list[dict], wanted: dict, model: str, args: argparse.Namespace, speed: tuple[str, ...]) -> list[dict]:
+    """Train the row `wanted` and store it; with --extend, train only the seeds that rows of its
+    settings on this machine lack and fold those rows into it. Returns the rows."""
+    on_machine = config_machine(row_config(wanted["dataset"], args.size, model, wanted["options"], args.preset, args.epochs, args.data_dir, args.device, args.output_dir, speed))
+    parts = parts_to_extend(rows, wanted, on_machine) if args.extend else []
+    missing = [s for s in args.seeds if not any(s in p["seeds"] for p in parts)]
+    if missing:
+        parts.append(run_row(wanted["dataset"], args.size, model, wanted["options"], args.preset, args.epochs, missing, args.data_dir, args.device, args.output_dir, args.seed_workers, speed))
+    if len(parts) == 1:
+        return append_row(RESULTS, parts[0], row_key, MARKDOWN, markdown)
+    merged = merge_seed_rows(parts)
+    if not missing:  # this command trained nothing but did the folding: reproducing the row takes it too
+        merged["command"] += " && " + command_line()
+    return replace_rows(RESULTS, parts, merged, row_key, MARKDOWN, markdown)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["breastmnist", "pneumoniamnist", "adrenalmnist3d"])
@@ -175,18 +191,7 @@ def main() -> None:
             if row_key(wanted) in done:
                 print(f"skip {row_key(wanted)}: already in {RESULTS}")
                 continue
-            on_machine = config_machine(row_config(dataset, args.size, model, opts, args.preset, args.epochs, args.data_dir, args.device, args.output_dir, speed))
-            parts = parts_to_extend(rows, wanted, on_machine) if args.extend else []
-            missing = [s for s in args.seeds if not any(s in p["seeds"] for p in parts)]
-            if missing:
-                parts.append(run_row(dataset, args.size, model, opts, args.preset, args.epochs, missing, args.data_dir, args.device, args.output_dir, args.seed_workers, speed))
-            if len(parts) == 1:
-                rows = append_row(RESULTS, parts[0], row_key, MARKDOWN, markdown)
-                continue
-            merged = merge_seed_rows(parts)
-            if not missing:  # this command trained nothing but did the folding: reproducing the row takes it too
-                merged["command"] += " && " + command_line()
-            rows = replace_rows(RESULTS, parts, merged, row_key, MARKDOWN, markdown)
+            rows = fill_row(rows, wanted, model, args, speed)
     rows = load_rows(RESULTS)
     write_text(MARKDOWN, markdown(rows))
     print(markdown(rows))

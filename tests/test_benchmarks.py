@@ -192,7 +192,7 @@ def _trained(seeds, accs, machine="CPU only, 2 cores, torch 2", gates=None) -> d
     stats = {"acc": rows.mean_std(accs), "auc": rows.mean_std([a + 0.1 for a in accs])}
     row = {**_row("focusnet", 0, 0, machine=machine, seeds=seeds, options={"readout": "gated"}), "test": stats, "val": stats,
            "best_epochs": [10 + s for s in seeds], "wall_s": 60.0 * len(seeds), "command": f"python benchmarks/protocol.py --seeds {' '.join(map(str, seeds))}",
-           "run_folder": f"runs/{seeds[0]}"}
+           "run_folder": f"runs/{seeds[0]}", "flops_per_image": 7.7e7, "params": 590230}
     return {**row, "readout_gate": rows.mean_std(gates)} if gates else row
 
 
@@ -218,3 +218,25 @@ def test_extend_picks_disjoint_rows_of_the_same_settings_and_machine():
     wanted = {**_trained([0, 1, 2], [0, 0, 0]), "seeds": [0, 1, 2]}
     assert [p["seeds"] for p in protocol.parts_to_extend(have, wanted, cpu)] == [[1, 2], [0]]
     assert [p["seeds"] for p in protocol.parts_to_extend(have, wanted, "NVIDIA H200, bf16 autocast, torch 2")] == [[2]]
+
+
+def test_extend_trains_only_the_missing_seeds_and_leaves_one_row(tmp_path, monkeypatch):
+    import argparse
+
+    import protocol
+
+    results, cpu = str(tmp_path / "protocol.json"), "CPU only, 2 cores, torch 2"
+    monkeypatch.setattr(protocol, "RESULTS", results)
+    monkeypatch.setattr(protocol, "MARKDOWN", str(tmp_path / "protocol.md"))
+    monkeypatch.setattr(protocol, "config_machine", lambda cfg: cpu)
+    trained = []
+    monkeypatch.setattr(protocol, "run_row", lambda *a: trained.append(a[6]) or {**_trained(a[6], [0.5] * len(a[6])), "epochs": a[5]})
+    seed0 = _trained([0], [0.9])
+    rows.append_row(results, seed0, protocol.row_key, protocol.MARKDOWN, str)
+    args = argparse.Namespace(size=28, preset="official", epochs=10, seeds=[0, 1, 2], data_dir="", device="cpu", output_dir="", seed_workers=1, extend=True)
+    wanted = {**seed0, "seeds": [0, 1, 2]}
+    kept = protocol.fill_row(rows.load_rows(results), wanted, "focusnet", args, ())
+    assert trained == [[1, 2]] and [r["seeds"] for r in kept] == [[0, 1, 2]] == [r["seeds"] for r in rows.load_rows(results)]
+    assert kept[0]["test"]["acc"]["values"] == [0.9, 0.5, 0.5]
+    kept = protocol.fill_row(kept, {**wanted, "epochs": 20}, "focusnet", argparse.Namespace(**{**vars(args), "epochs": 20, "extend": False}), ())
+    assert trained[-1] == [0, 1, 2] and len(kept) == 2  # without --extend every seed is trained, in a row of its own
