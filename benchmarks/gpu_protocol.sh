@@ -16,8 +16,8 @@
 #    ONLY=an extended regex: run only the rows it matches, e.g. ONLY='^ablations pneumoniamnist' for a short lease)
 # On a 15-minute lease of one H100, the three synthetic-lesion pairs fit at 50 epochs (their six rows took 2.6-8 min,
 # eight rows at once): ONLY='^protocol synth-lesion (28|64|128) (focusnet|resnet18)$' JOBS=8 ... DATA_DIR
-# (measured; three 28-px FocusNet rows at once took 1.1-1.9 min). Still missing after that: the 3D ResNet-18 at 100
-# epochs (ONLY='^protocol adrenalmnist3d 28 resnet18$') and the 64-px glance_size=64 rows with readout=gated / no saccades.
+# (measured; three 28-px FocusNet rows at once took 1.1-1.9 min). On a 15-minute H200 lease the 3D ResNet-18 at 100 epochs
+# (3 seeds) and the two 64-px glance_size=64 rows (readout=gated, no saccades) fit together: 7 min, all nine seeds at once.
 #
 # Wall times of rows run this way overlap, so they are not a speed comparison between models.
 set -uo pipefail

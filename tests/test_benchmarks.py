@@ -160,6 +160,16 @@ def _ablation(variant: str, acc: tuple[float, float], auc: tuple[float, float]) 
     return {"dataset": "pneumoniamnist", "epochs": 10, "preset": "official", "seeds": [0, 1, 2], "variant": variant, "test": test, "machine": "NVIDIA H100"}
 
 
+def test_unmeasured_names_each_missing_row_and_nothing_once_all_are_there():
+    proto = {"rows": [dict(_row(m, 0.8, 0.9, epochs=100), dataset=d) for d in report.PROTOCOL_DATASETS for m in ("focusnet", "resnet18_3d" if d.endswith("3d") else "resnet18")]
+             + [_row(m, 0.8, 0.9, size=size, epochs=50) for size in report.SYNTHETIC_SIZES for m in ("focusnet", "resnet18")]}
+    ablations = {"rows": [{"dataset": d, "variant": v} for d in report.ABLATION_DATASETS for v in (report.DEFAULT_VARIANT, *report.ABLATION_CHECKS)]}
+    assert report.unmeasured(proto, ablations) == []
+    no_3d_resnet = {"rows": [r for r in proto["rows"] if r["model"] != "resnet18_3d"]}
+    assert report.unmeasured(no_3d_resnet, ablations) == ["the 3D ResNet-18 under the full 100-epoch protocol on adrenalmnist3d"]
+    assert "ablations on breastmnist (default, 0 saccades" in "; ".join(report.unmeasured(proto, {"rows": ablations["rows"][:-len(report.ABLATION_CHECKS) - 1]}))
+
+
 def test_ablation_verdicts_need_a_lead_beyond_the_spread_and_show_it():
     default = _ablation(report.DEFAULT_VARIANT, (0.854, 0.012), (0.9680, 0.0020))
     variants = [_ablation("no saccadic suppression", (0.861, 0.035), (0.9646, 0.0033)),  # AUC lead 0.0034 > 0.0033
