@@ -29,7 +29,7 @@ from focusnet.cli import parse_options
 from focusnet.engine.distributed import pick_device
 from focusnet.fileio import write_text
 from focusnet.official import official_numbers
-from rows import append_row, command_line, load_rows, mean_pm_std, merge_seed_rows, readout_gate_field, readout_gate_note, replace_rows
+from rows import append_row, command_line, load_rows, mean_pm_std, merge_seed_rows, readout_gate_field, readout_gate_note, replace_rows, reproducing_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "protocol.json")
@@ -142,7 +142,8 @@ def markdown(rows: list[dict]) -> str:
                   "each row's seeds in parallel processes, so their wall times overlap and compare no models. They train under bf16",
                   "autocast (the default on CUDA); CPU rows train in fp32 unless their machine says bf16 autocast."]
     lines += readout_gate_note(rows, lambda r: f"{model_label(r)} on {r['dataset']} ({r['size']}), {r['epochs']} epochs")
-    lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
+    lines += ["", "Commands (a row trained in several runs and folded with --extend shows the fold, which alone trains it):", ""]
+    lines += sorted({f"    {reproducing_command(r['command'])}" for r in rows}) + [""]
     return "\n".join(lines)
 
 

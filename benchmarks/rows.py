@@ -83,6 +83,32 @@ def merge_seed_rows(parts: list[dict]) -> dict:
     return merged
 
 
+# flags that change where a row's runs are written or how fast they train, not what the row holds
+UNSCORED_FLAGS = {"--output-dir": 1, "--seed-workers": 1, "--extend": 0}
+
+
+def _settings(command: str) -> list[tuple[str, ...]]:
+    """A protocol command's flags with their values, sorted, less --seeds and the UNSCORED_FLAGS."""
+    tokens, groups = shlex.split(command), []
+    for t in tokens:
+        if t.startswith("--") or not groups:
+            groups.append([t])
+        else:
+            groups[-1].append(t)
+    return sorted(tuple(g) for g in groups if g[0] != "--seeds" and g[0] not in UNSCORED_FLAGS)
+
+
+def reproducing_command(command: str) -> str:
+    """The shortest command that rebuilds a row: for a row folded by --extend from runs that differ
+    only in their seeds, the fold command alone (it trains every seed it lacks); otherwise `command`.
+    The row keeps the whole chain in its JSON."""
+    parts = command.split(" && ")
+    last = parts[-1]
+    if len(parts) > 1 and "--extend" in shlex.split(last) and all(_settings(p) == _settings(last) for p in parts):
+        return last
+    return command
+
+
 def replace_rows(path: str, old: list[dict], new: dict, key, markdown_path: str, markdown) -> list[dict]:
     """Swap the rows with the keys of `old` for `new` (under the lock, as append_row) and rewrite
     `markdown_path`. Returns the rows."""

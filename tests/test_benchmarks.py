@@ -160,6 +160,20 @@ def _ablation(variant: str, acc: tuple[float, float], auc: tuple[float, float]) 
     return {"dataset": "pneumoniamnist", "epochs": 10, "preset": "official", "seeds": [0, 1, 2], "variant": variant, "test": test, "machine": "NVIDIA H100"}
 
 
+def test_a_row_folded_from_seed_runs_shows_the_fold_command_alone():
+    run = "python benchmarks/protocol.py --datasets synth-lesion --option glance_size=64 --option readout=gated --epochs 15 --seeds {}"
+    fold = run.format("0 1 2") + " --extend --output-dir /tmp/runs"
+    chain = " && ".join([run.format("1 2") + " --output-dir /tmp/runs --seed-workers 2", run.format("0"), fold])
+    assert rows.reproducing_command(chain) == fold
+    other_budget = " && ".join([run.format("0").replace("15", "50"), fold])  # the parts differ in more than seeds
+    assert rows.reproducing_command(other_budget) == other_budget
+    other_option = " && ".join([run.format("0").replace(" --option readout=gated", ""), fold])
+    assert rows.reproducing_command(other_option) == other_option
+    assert rows.reproducing_command(run.format("0")) == run.format("0")  # one run: itself
+    no_fold = " && ".join([run.format("0"), run.format("1")])
+    assert rows.reproducing_command(no_fold) == no_fold
+
+
 def test_unmeasured_names_each_missing_row_and_nothing_once_all_are_there():
     proto = {"rows": [dict(_row(m, 0.8, 0.9, epochs=100), dataset=d) for d in report.PROTOCOL_DATASETS for m in ("focusnet", "resnet18_3d" if d.endswith("3d") else "resnet18")]
              + [_row(m, 0.8, 0.9, size=size, epochs=50) for size in report.SYNTHETIC_SIZES for m in ("focusnet", "resnet18")]}
