@@ -84,7 +84,7 @@ def merge_seed_rows(parts: list[dict]) -> dict:
 
 
 # flags that change where a row's runs are written or how fast they train, not what the row holds
-UNSCORED_FLAGS = {"--output-dir": 1, "--seed-workers": 1, "--extend": 0}
+UNSCORED_FLAGS = {"--output-dir", "--seed-workers", "--extend"}
 
 
 def _settings(command: str) -> list[tuple[str, ...]]:
