@@ -277,6 +277,14 @@ def test_cli_all_bad_writes_nothing_and_stdout_table(run2d, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["predictions"][0]["file"].endswith("ok.png")
 
 
+def test_cli_a_lone_bad_input_is_one_error_line(run2d, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"junk")
+    assert main(["predict", "--checkpoint", run2d, str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.png: cannot read image" in err[0], err
+
+
 def test_3d_overlay_shows_three_slices(run3d, tmp_path, capsys):
     path = write_volume("npy", volume(d=20, h=24, w=32), tmp_path)
     assert main(["predict", "--checkpoint", run3d, path, "--overlay", str(tmp_path / "ov")]) == 0

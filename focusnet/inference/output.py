@@ -172,7 +172,8 @@ def predict_files(checkpoint: str, inputs: list, fmt: str = "csv", output: str |
     """What `focusnet predict` does: every input (files, folders, arrays) through the model.
 
     A bad input becomes a Failure (reported through on_failure, one line each) and the rest go
-    on. The CSV/JSON is written to `output` at the end, atomically, when anything succeeded."""
+    on; when the only input fails, its message is the FocusNetError raised. The CSV/JSON is
+    written to `output` at the end, atomically, when anything succeeded."""
     if fmt not in FORMATS:
         raise FocusNetError(f"unknown format {fmt!r}; use csv or json")
     predictor = load(checkpoint, device)
@@ -191,7 +192,7 @@ def predict_files(checkpoint: str, inputs: list, fmt: str = "csv", output: str |
 
     def failed(f: Failure) -> None:
         failures.append(f)
-        if on_failure is not None:
+        if on_failure is not None and len(sources) > 1:  # a lone input's failure is the error itself (below)
             on_failure(f)
 
     with tqdm(total=len(sources), unit="image", disable=not progress, dynamic_ncols=True) as bar:
@@ -209,7 +210,7 @@ def predict_files(checkpoint: str, inputs: list, fmt: str = "csv", output: str |
                     continue
                 run.overlays.append(write_overlay(image, p, os.path.join(overlay, overlay_name(p.source, used))))
     if not run.predictions:
-        raise FocusNetError(f"none of the {len(sources)} inputs could be predicted")
+        raise FocusNetError(failures[0].message if len(sources) == 1 else f"none of the {len(sources)} inputs could be predicted")
     run.text = format_csv(run.predictions, predictor.class_names) if fmt == "csv" else format_json(run.predictions, failures, predictor)
     if output:
         write_text(output, run.text)
