@@ -1,5 +1,6 @@
 """GPU throughput: FocusNet against ResNet-18 side by side on one CUDA device, in fp32, bf16
-autocast, and bf16 autocast + channels_last.
+autocast, bf16 autocast + channels_last, and bf16 autocast + torch.compile (of the forward and
+loss, as `focusnet train --compile`; inference compiles the model; compile time is not timed).
 
 Training steps (forward + backward + Adam) and inference, 2D at 28 px (batch 128) and 3D at 28^3
 (batch 32), images/s as the median of alternated timings (FocusNet, ResNet, FocusNet, ...), each
@@ -29,7 +30,7 @@ from rows import command_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CASES = {"2D 28 px, batch 128": (2, 128), "3D 28^3, batch 32": (3, 32)}
-MODES = ("fp32", "bf16 autocast", "bf16 autocast + channels_last")
+MODES = ("fp32", "bf16 autocast", "bf16 autocast + channels_last", "bf16 autocast + torch.compile")
 
 
 def build(dims: int, mode: str, device: torch.device) -> dict[str, torch.nn.Module]:
@@ -45,7 +46,7 @@ def build(dims: int, mode: str, device: torch.device) -> dict[str, torch.nn.Modu
 def images_per_s(fns: dict, batch: int, steps: int, repeats: int, device: torch.device) -> dict[str, float]:
     """Median images/s of each fn, timed in alternation; each timing runs `steps` calls."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for fn in fns.values():  # warm-up (cuDNN picks its algorithms here)
+    for fn in fns.values():  # warm-up (cuDNN picks its algorithms and torch.compile compiles here)
         fn(), fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
@@ -59,7 +60,8 @@ def images_per_s(fns: dict, batch: int, steps: int, repeats: int, device: torch.
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def measure(dims: int, batch: int, mode: str, device: torch.device, steps: int, repeats: int) -> dict:
+def measure(dims: int, batch: int, mode: str, device: torch.device, steps: int, repeats: int, backend: str = "inductor") -> dict:
+    """Images/s of both models in `mode`; `backend` is torch.compile's for the compile mode."""
     models = build(dims, mode, device)
     x = torch.randn(batch, 1, *(28,) * dims, device=device)
     if "channels_last" in mode:
@@ -73,12 +75,14 @@ def measure(dims: int, batch: int, mode: str, device: torch.device, steps: int, 
                 fn()
         return run
 
-    steps_fns = {name: train_step_fn(m) for name, m in models.items()}
+    compiled = "torch.compile" in mode
+    steps_fns = {name: train_step_fn(m, compile_backend=backend if compiled else None) for name, m in models.items()}
     train = images_per_s({n: under_autocast(lambda s=s: s(x, y)) for n, s in steps_fns.items()}, batch, steps, repeats, device)
     for m in models.values():
         m.eval()
+    runners = {n: torch.compile(m, backend=backend) if compiled else m for n, m in models.items()}
     with torch.no_grad():
-        infer = images_per_s({n: under_autocast(lambda m=m: m(x)) for n, m in models.items()}, batch, steps, repeats, device)
+        infer = images_per_s({n: under_autocast(lambda m=m: m(x)) for n, m in runners.items()}, batch, steps, repeats, device)
     out = {"dims": dims, "batch": batch, "mode": mode, "train_images_per_s": train, "inference_images_per_s": infer}
     print(out, flush=True)
     return out
@@ -106,6 +110,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--steps", type=int, default=10, help="steps per timing")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compile mode")
     p.add_argument("--render", action="store_true", help="only rewrite the markdown from the JSON already measured")
     p.add_argument("--out-dir", default=os.path.join(HERE, "results"), help="where gpu_throughput.{json,md} go")
     args = p.parse_args()
@@ -123,7 +128,7 @@ def main() -> None:
     result: dict = {"machine": f"{where}, torch {torch.__version__}", "command": command_line(), "case_names": [], "rows": []}
     for case, (dims, batch) in CASES.items():
         for mode in MODES:  # written after every row: a lease that ends early keeps what was measured
-            result["rows"].append(measure(dims, batch, mode, device, args.steps, args.repeats))
+            result["rows"].append(measure(dims, batch, mode, device, args.steps, args.repeats, args.compile_backend))
             result["case_names"].append(case)
             write_json(json_path, result)
             write_text(md_path, markdown(result))

@@ -76,8 +76,12 @@ def scaling(repeats: int, batch: int) -> list[dict]:
     return rows
 
 
-def train_step_fn(model: torch.nn.Module, task: str = "multi-class", k: int = 2):
+def train_step_fn(model: torch.nn.Module, task: str = "multi-class", k: int = 2, compile_backend: str | None = None):
+    """One training step (forward, loss, backward, Adam) as a function of (x, y); with a compile
+    backend, the forward and loss are compiled as `focusnet train --compile` compiles them."""
     loss_model = LossModel(model, make_criterion(task, k), 0.1).train()
+    if compile_backend:
+        loss_model = torch.compile(loss_model, backend=compile_backend)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:

@@ -264,3 +264,20 @@ def test_extend_trains_only_the_missing_seeds_and_leaves_one_row(tmp_path, monke
     assert kept[0]["test"]["acc"]["values"] == [0.9, 0.5, 0.5]
     kept = protocol.fill_row(kept, {**wanted, "epochs": 20}, "focusnet", argparse.Namespace(**{**vars(args), "epochs": 20, "extend": False}), ())
     assert trained[-1] == [0, 1, 2] and len(kept) == 2  # without --extend every seed is trained, in a row of its own
+
+
+def test_gpu_throughput_compile_mode_runs_both_models_compiled_on_the_cpu():
+    import torch
+
+    import gpu_throughput
+
+    mode = "bf16 autocast + torch.compile"
+    assert mode in gpu_throughput.MODES
+    torch._dynamo.reset()
+    out = gpu_throughput.measure(2, 4, mode, torch.device("cpu"), steps=1, repeats=1, backend="eager")  # dynamo only: the plumbing, quickly
+    for key in ("train_images_per_s", "inference_images_per_s"):
+        assert set(out[key]) == {"FocusNet", "ResNet-18"} and all(v > 0 for v in out[key].values())
+    result = {"machine": "m", "command": "c", "case_names": ["2D 28 px, batch 128"], "rows": [out]}
+    text = gpu_throughput.markdown(result)
+    assert f"| 2D 28 px, batch 128 | {mode} |" in text
+    assert "Not measured in this run: 2D 28 px, batch 128, fp32;" in text and f"3D 28^3, batch 32, {mode}." in text
