@@ -274,7 +274,13 @@ def test_gpu_throughput_compile_mode_runs_both_models_compiled_on_the_cpu():
     mode = "bf16 autocast + torch.compile"
     assert mode in gpu_throughput.MODES
     torch._dynamo.reset()
-    out = gpu_throughput.measure(2, 4, mode, torch.device("cpu"), steps=1, repeats=1, backend="eager")  # dynamo only: the plumbing, quickly
+    counters = torch._dynamo.utils.counters["stats"]
+    before = counters["unique_graphs"]
+    try:
+        out = gpu_throughput.measure(2, 4, mode, torch.device("cpu"), steps=1, repeats=1, backend="eager")  # dynamo only: the plumbing, quickly
+        assert counters["unique_graphs"] >= before + 4  # both models compiled, for training and for inference
+    finally:
+        torch._dynamo.reset()
     for key in ("train_images_per_s", "inference_images_per_s"):
         assert set(out[key]) == {"FocusNet", "ResNet-18"} and all(v > 0 for v in out[key].values())
     result = {"machine": "m", "command": "c", "case_names": ["2D 28 px, batch 128"], "rows": [out]}

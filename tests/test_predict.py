@@ -285,6 +285,21 @@ def test_cli_a_lone_bad_input_is_one_error_line(run2d, tmp_path, capsys):
     assert len(err) == 1 and "bad.png: cannot read image" in err[0], err
 
 
+def test_cli_a_lone_input_whose_overlay_fails_is_still_reported(run2d, tmp_path, capsys, monkeypatch):
+    import focusnet.inference.output as output
+
+    Image.fromarray(image2d()).save(tmp_path / "ok.png")
+
+    def changed(*_):
+        raise FocusNetError("ok.png: changed since it was predicted")
+
+    monkeypatch.setattr(output, "read_image", changed)  # the overlay's second read only
+    assert main(["predict", "--checkpoint", run2d, str(tmp_path / "ok.png"), "--overlay", str(tmp_path / "ov")]) == 1
+    captured = capsys.readouterr()
+    assert "ok.png" in captured.out  # the prediction itself
+    assert "changed since it was predicted" in captured.err
+
+
 def test_3d_overlay_shows_three_slices(run3d, tmp_path, capsys):
     path = write_volume("npy", volume(d=20, h=24, w=32), tmp_path)
     assert main(["predict", "--checkpoint", run3d, path, "--overlay", str(tmp_path / "ov")]) == 0

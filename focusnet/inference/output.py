@@ -192,7 +192,7 @@ def predict_files(checkpoint: str, inputs: list, fmt: str = "csv", output: str |
 
     def failed(f: Failure) -> None:
         failures.append(f)
-        if on_failure is not None and len(sources) > 1:  # a lone input's failure is the error itself (below)
+        if on_failure is not None and len(sources) > 1:  # a lone input's failure may be the error itself (below)
             on_failure(f)
 
     with tqdm(total=len(sources), unit="image", disable=not progress, dynamic_ncols=True) as bar:
@@ -211,6 +211,9 @@ def predict_files(checkpoint: str, inputs: list, fmt: str = "csv", output: str |
                 run.overlays.append(write_overlay(image, p, os.path.join(overlay, overlay_name(p.source, used))))
     if not run.predictions:
         raise FocusNetError(failures[0].message if len(sources) == 1 else f"none of the {len(sources)} inputs could be predicted")
+    if len(sources) == 1 and on_failure is not None:  # predicted, but e.g. its overlay failed: report it after all
+        for f in failures:
+            on_failure(f)
     run.text = format_csv(run.predictions, predictor.class_names) if fmt == "csv" else format_json(run.predictions, failures, predictor)
     if output:
         write_text(output, run.text)
