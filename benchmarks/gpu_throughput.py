@@ -92,7 +92,8 @@ def markdown(result: dict) -> str:
     lines = ["## GPU throughput: FocusNet vs ResNet-18", "", f"Machine: {result['machine']}. Command: `{result['command']}`.", "",
              "Images/s, median of alternated timings; ratio = FocusNet / ResNet-18. FocusNet's sequential fixations are many",
              "small kernels, so on a GPU its FLOPs saving buys no speed at 28 px; where bf16 autocast is slower than fp32,",
-             "its cast kernels cost more than the arithmetic they save.", "",
+             "its cast kernels cost more than the arithmetic they save. torch.compile rows are the steady state: compilation",
+             "happens in the untimed warm-up.", "",
              "| case | precision | train FocusNet | train ResNet-18 | ratio | inference FocusNet | inference ResNet-18 | ratio |", "|---|---|---|---|---|---|---|---|"]
     for case, r in zip(result["case_names"], result["rows"]):
         t, i = r["train_images_per_s"], r["inference_images_per_s"]
