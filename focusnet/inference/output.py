@@ -189,10 +189,11 @@ def predict_files(checkpoint: str, inputs: list, fmt: str = "csv", output: str |
     by_name = {s.name: s for s in sources}
     used: set[str] = set()
     progress = sys.stderr.isatty() if progress is None else progress
+    lone = len(sources) == 1  # its failures are reported at the end: unpredicted, the failure is the error itself
 
     def failed(f: Failure) -> None:
         failures.append(f)
-        if on_failure is not None and len(sources) > 1:  # a lone input's failure may be the error itself (below)
+        if on_failure is not None and not lone:
             on_failure(f)
 
     with tqdm(total=len(sources), unit="image", disable=not progress, dynamic_ncols=True) as bar:
@@ -210,8 +211,8 @@ def predict_files(checkpoint: str, inputs: list, fmt: str = "csv", output: str |
                     continue
                 run.overlays.append(write_overlay(image, p, os.path.join(overlay, overlay_name(p.source, used))))
     if not run.predictions:
-        raise FocusNetError(failures[0].message if len(sources) == 1 else f"none of the {len(sources)} inputs could be predicted")
-    if len(sources) == 1 and on_failure is not None:  # predicted, but e.g. its overlay failed: report it after all
+        raise FocusNetError(failures[0].message if lone else f"none of the {len(sources)} inputs could be predicted")
+    if lone and on_failure is not None:  # predicted, but e.g. its overlay failed
         for f in failures:
             on_failure(f)
     run.text = format_csv(run.predictions, predictor.class_names) if fmt == "csv" else format_json(run.predictions, failures, predictor)
