@@ -27,13 +27,15 @@ def _eval_worker(rank: int, world: int, init: str, out: str) -> None:
     g = torch.Generator().manual_seed(1)
     split = SplitArrays(torch.randint(0, 256, (7, 1, 28, 28), generator=g, dtype=torch.uint8), torch.arange(7)[:, None] % 3)
     logits, labels = predict_logits(model, eval_loader(split, 2, DistContext(rank, world)), DistContext(rank, world))
+    steps, _ = predict_logits(model, eval_loader(split, 2, DistContext(rank, world)), DistContext(rank, world), steps=True)
     if rank == 0:
-        torch.save({"logits": logits, "labels": labels}, out)
+        torch.save({"logits": logits, "labels": labels, "steps": steps}, out)
     dist.destroy_process_group()
 
 
 def test_distributed_evaluation_drops_padding_duplicates(tmp_path):
-    """7 samples over 2 ranks: the sampler pads one duplicate; gathered predictions equal one process's."""
+    """7 samples over 2 ranks: the sampler pads one duplicate; gathered predictions (and every
+    step's, for early exit) equal one process's."""
     out = str(tmp_path / "ddp.pt")
     mp.spawn(_eval_worker, args=(2, f"file://{tmp_path / 'init'}", out), nprocs=2, join=True)
     ddp = torch.load(out, weights_only=True)
@@ -45,6 +47,10 @@ def test_distributed_evaluation_drops_padding_duplicates(tmp_path):
     assert ddp["logits"].shape == (7, 3)
     assert torch.equal(ddp["labels"], labels)
     torch.testing.assert_close(ddp["logits"], logits, rtol=0, atol=1e-5)
+    steps, _ = predict_logits(model, eval_loader(split, 2, DistContext()), DistContext(), steps=True)
+    assert ddp["steps"].shape == (7, model.config.num_saccades + 1, 3)
+    torch.testing.assert_close(ddp["steps"], steps, rtol=0, atol=1e-5)
+    torch.testing.assert_close(steps[:, -1], logits, rtol=0, atol=0)
 
 
 def _focusnet(args: list[str], nproc: int, cwd) -> subprocess.CompletedProcess:
@@ -76,6 +82,8 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
     for split in ("val", "test"):
         assert abs(a[split]["auc"] - b[split]["auc"]) < 0.05
         assert abs(a[split]["acc"] - b[split]["acc"]) < 0.05
+    assert a["early_exit"]["max_steps"] == b["early_exit"]["max_steps"] == 3  # from the gathered step logits of both ranks
+    assert abs(a["early_exit"]["test"]["acc_all"] - a["test"]["acc"]) < 1e-9 and abs(b["early_exit"]["test"]["acc_all"] - b["test"]["acc"]) < 1e-9
 
 
 @pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])

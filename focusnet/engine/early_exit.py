@@ -67,12 +67,11 @@ def step_logits_on(model: torch.nn.Module, batches, amp: bool = False) -> tuple[
     return torch.cat(logits), torch.cat(labels)
 
 
-def early_exit_summary(model: torch.nn.Module, val_batches, test_batches, task: str, amp: bool = False) -> dict:
-    """Calibrate the threshold on the validation batches, then score the test batches with it.
+def early_exit_summary(val_logits: torch.Tensor, val_labels: torch.Tensor, test_logits: torch.Tensor, test_labels: torch.Tensor, task: str) -> dict:
+    """Calibrate the threshold on the validation step logits (N, T+1, K), then score the test
+    split's with it (labels (N, L)).
     -> {"threshold", "tolerance", "max_steps", "val": {...}, "test": {"acc", "auc", "acc_all", "mean_steps"}}"""
-    val_logits, val_labels = step_logits_on(model, val_batches, amp)
     calibration = calibrate_threshold(val_logits, val_labels.numpy(), task)
-    test_logits, test_labels = step_logits_on(model, test_batches, amp)
     labels = test_labels.numpy()
     threshold = calibration["threshold"]
     logits, steps = exit_at(test_logits, 2.0 if threshold is None else threshold, task == MULTI_LABEL)

@@ -26,14 +26,16 @@ def eval_loader(split: SplitArrays, batch_size: int, ctx: DistContext, mean: flo
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, loader: TensorLoader, ctx: DistContext, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (logits float32 (N, K), labels int64 (N, L)) on the CPU in split order, each sample once."""
+def predict_logits(model: nn.Module, loader: TensorLoader, ctx: DistContext, amp: bool = False, steps: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (logits float32 (N, K), labels int64 (N, L)) on the CPU in split order, each sample once.
+    steps: a FocusNet's logits after every step instead, (N, T+1, K) (its forward_trace's
+    step_logits; the last step is forward()'s logits), so early exit needs no second pass."""
     was_training = model.training
     model.eval()
     idx_parts, logit_parts, label_parts = [], [], []
     for x, y, idx in loader:
         with autocast(ctx.device, amp):
-            logits = model(x)
+            logits = model.forward_trace(x).step_logits if steps else model(x)
         idx_parts.append(idx)
         logit_parts.append(logits.float())
         label_parts.append(y)

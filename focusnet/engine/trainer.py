@@ -482,13 +482,16 @@ class _Run:
             "world_size": self.ctx.world_size,
         }
         self.scores = {}
+        looks = isinstance(self.model, FocusNet) and self.model.config.num_saccades > 0
+        steps = {}  # split -> (step logits (N, T+1, K), labels): one pass gives the metrics and early exit
         for split in ("val", "test"):
             loader = eval_loader(self.data.splits[split], self.batch_size, self.ctx)
-            metrics[split], self.scores[split] = full_metrics(*predict_logits(self.model, loader, self.ctx, self.amp), self.task, self.cfg.n_boot, self.cfg.seed)
-        if self.ctx.is_main and isinstance(self.model, FocusNet) and self.model.config.num_saccades:
-            local = DistContext(device=self.ctx.device)  # only the rank that writes metrics.json, on the whole (small) splits
-            val, test = (eval_loader(self.data.splits[s], self.batch_size, local) for s in ("val", "test"))
-            metrics["early_exit"] = early_exit_summary(self.model, val, test, self.task, self.amp)
+            logits, labels = predict_logits(self.model, loader, self.ctx, self.amp, steps=looks)
+            if looks:
+                steps[split], logits = (logits, labels), logits[:, -1]
+            metrics[split], self.scores[split] = full_metrics(logits, labels, self.task, self.cfg.n_boot, self.cfg.seed)
+        if looks:
+            metrics["early_exit"] = early_exit_summary(*steps["val"], *steps["test"], self.task)
         if hasattr(self.model, "readout_gate"):  # readout="gated": how much the head learned to take from the saccades
             metrics["readout_gate"] = self.model.readout_gate.item()
         return metrics
