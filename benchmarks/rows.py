@@ -87,9 +87,9 @@ def merge_seed_rows(parts: list[dict]) -> dict:
 UNSCORED_FLAGS = {"--output-dir", "--seed-workers", "--extend"}
 
 
-def _settings(command: str) -> list[tuple[str, ...]]:
+def _settings(tokens: list[str]) -> list[tuple[str, ...]]:
     """A protocol command's flags with their values, sorted, less --seeds and the UNSCORED_FLAGS."""
-    tokens, groups = shlex.split(command), []
+    groups = []
     for t in tokens:
         if t.startswith("--") or not groups:
             groups.append([t])
@@ -102,11 +102,25 @@ def reproducing_command(command: str) -> str:
     """The shortest command that rebuilds a row: for a row folded by --extend from runs that differ
     only in their seeds, the fold command alone (it trains every seed it lacks); otherwise `command`.
     The row keeps the whole chain in its JSON."""
-    parts = command.split(" && ")
+    parts = _chained(command)
     last = parts[-1]
-    if len(parts) > 1 and "--extend" in shlex.split(last) and all(_settings(p) == _settings(last) for p in parts):
-        return last
+    if len(parts) > 1 and "--extend" in last and all(_settings(p) == _settings(last) for p in parts):
+        return shlex.join(last)
     return command
+
+
+def _chained(command: str) -> list[list[str]]:
+    """'a --x 1 && b' -> [['a', '--x', '1'], ['b']]: the shell's split, so a quoted '&&' inside
+    an argument stays in it."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars="&")
+    lexer.whitespace_split = True
+    parts = [[]]
+    for token in lexer:
+        if token == "&&":
+            parts.append([])
+        else:
+            parts[-1].append(token)
+    return parts
 
 
 def replace_rows(path: str, old: list[dict], new: dict, key, markdown_path: str, markdown) -> list[dict]:

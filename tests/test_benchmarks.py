@@ -172,6 +172,8 @@ def test_a_row_folded_from_seed_runs_shows_the_fold_command_alone():
     assert rows.reproducing_command(run.format("0")) == run.format("0")  # one run: itself
     no_fold = " && ".join([run.format("0"), run.format("1")])
     assert rows.reproducing_command(no_fold) == no_fold
+    quoted = run.format("{}").replace("--epochs", "--output-dir '/tmp/a && b' --epochs")  # a quoted '&&' is part of its argument
+    assert rows.reproducing_command(" && ".join([quoted.format("0"), quoted.format("0 1 2") + " --extend"])) == quoted.format("0 1 2") + " --extend"
 
 
 def test_unmeasured_names_each_missing_row_and_nothing_once_all_are_there():
