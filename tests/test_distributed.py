@@ -96,9 +96,11 @@ def test_resume_across_world_sizes(tmp_path, data_dir, first, then):
     # Extend the finished run by one epoch from another world size: rewrite the stored epoch budget.
     state["config"]["epochs"] = 3
     torch.save(state, os.path.join(run_dir, "last.pth"))
-    r = _focusnet(["train", "--resume", run_dir, "--no-report"], then, tmp_path)
+    latest = str(tmp_path / "synth-lesion-binary_latest")  # through the link: it must go on naming the run folder
+    r = _focusnet(["train", "--resume", latest, "--no-report"], then, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming" in r.stdout
+    assert os.path.realpath(latest) == run_dir and not any("_latest" in f for f in os.listdir(run_dir))
     m = _metrics(run_dir)
     assert m["epochs"] == 3 and m["world_size"] == then
     with open(os.path.join(run_dir, "log.csv")) as f:

@@ -303,6 +303,15 @@ def test_step_loss_adds_the_mean_loss_of_the_earlier_steps():
     for bad in (-1.0, float("nan")):
         with pytest.raises(FocusNetError, match="loss weights must be finite and >= 0"):
             TrainConfig(dataset="synth-lesion", step_loss_weight=bad).resolved()
+        with pytest.raises(FocusNetError, match="grad-clip must be a finite number >= 0"):  # a negative norm flips the gradients
+            TrainConfig(dataset="synth-lesion", grad_clip=bad).resolved()
+        with pytest.raises(FocusNetError, match="weight-decay must be a finite number >= 0"):
+            TrainConfig(dataset="synth-lesion", weight_decay=bad).resolved()
+    for bad in (float("nan"), float("inf"), -1e-3):
+        with pytest.raises(FocusNetError, match="learning rate must be a finite number > 0"):
+            TrainConfig(dataset="synth-lesion", lr=bad).resolved()
+    with pytest.raises(FocusNetError, match="n-boot .* must be >= 1"):  # checked before training, not after the last epoch
+        TrainConfig(dataset="synth-lesion", n_boot=0).resolved()
     # the earlier steps' loss reaches the weights (no detached step logits), and the flag reaches the config
     model.train()
     (LossModel(model, criterion, 0.1, step_loss_weight=0.5)(x, y)[0] - LossModel(model, criterion, 0.1)(x, y)[0]).backward()

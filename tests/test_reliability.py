@@ -361,6 +361,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(value, data_di
     assert load_checkpoint(str(run_dir)).epoch == 1 and [r["epoch"] for r in read_log(str(run_dir))] == ["1"]
 
 
+def test_non_finite_loss_in_the_first_epoch_says_no_checkpoint_exists(data_dir, tmp_path, capsys, monkeypatch):
+    inject(monkeypatch, {(0, 1): float("nan")})
+    out_dir = tmp_path / "results"
+    code, _, err = cli(capsys, "train", *TINY_ARGS, "--data-dir", data_dir, "--output-dir", str(out_dir))
+    assert_one_line_error(code, err, "non-finite loss (nan)", "epoch 1, batch 2", "no epoch finished, so no checkpoint was written")
+    assert "last good checkpoint" not in err
+
+
 def test_nan_policy_skip_counts_skipped_steps(data_dir, tmp_path, capsys, monkeypatch):
     inject(monkeypatch, {(0, 1): float("nan"), (1, 0): float("inf")})
     out_dir = tmp_path / "results"

@@ -94,8 +94,14 @@ class TrainConfig:
             raise FocusNetError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 1:
             raise FocusNetError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr or self.lr <= 0:
-            raise FocusNetError(f"learning rate must be > 0, got {self.lr}")
+        if not (self.lr and math.isfinite(self.lr) and self.lr > 0):
+            raise FocusNetError(f"learning rate must be a finite number > 0, got {self.lr}")
+        for name in ("weight_decay", "grad_clip"):  # a negative clip norm flips the gradients' sign
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise FocusNetError(f"{name.replace('_', '-')} must be a finite number >= 0 (0: off), got {value}")
+        if self.n_boot < 1:
+            raise FocusNetError(f"n-boot (bootstrap resamples for the confidence intervals) must be >= 1, got {self.n_boot}")
         if self.compile:
             import torch._dynamo
 

@@ -267,7 +267,7 @@ def _resume_state(resume: str, config: TrainConfig, given: set[str] | None = Non
         given = {name for name in RESUME_FREE if getattr(config, name) != getattr(defaults, name)}
     for name in set(RESUME_FREE) & given:  # an option not given keeps the run's own setting (its --data-dir, threads...)
         setattr(stored, name, getattr(config, name))
-    run_dir = os.path.dirname(os.path.abspath(path))
+    run_dir = os.path.dirname(os.path.realpath(path))  # through <flag>_latest: the run folder itself, not the link
     _remove_stale_temporaries(run_dir)
     return run_dir, state, stored
 
@@ -414,9 +414,9 @@ class _Run:
                 self._stopped(epoch, stop.received or "a stop signal")
         bar.close()
         if skipped and skipped * 2 > n_batches:
-            raise FocusNetError(f"epoch {epoch + 1}: {skipped} of {n_batches} steps had a non-finite loss; lower --lr (the last good checkpoint is kept in {self.run_dir})")
+            raise FocusNetError(f"epoch {epoch + 1}: {skipped} of {n_batches} steps had a non-finite loss; lower --lr{self._kept()}")
         if not torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all():  # never save NaN weights over good ones
-            raise FocusNetError(f"epoch {epoch + 1}: the weights became non-finite; lower --lr or set --grad-clip (the last good checkpoint is kept in {self.run_dir})")
+            raise FocusNetError(f"epoch {epoch + 1}: the weights became non-finite; lower --lr or set --grad-clip{self._kept()}")
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         elapsed = time.perf_counter() - started
@@ -435,6 +435,12 @@ class _Run:
             self._say(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  val loss {val['loss']:.4f}  acc {val['acc']:.4f}  auc {val['auc']:.4f}{'  *' if improved else ''}  ({elapsed:.1f}s)")
         barrier(self.ctx)
 
+    def _kept(self) -> str:
+        """The end of a failed-training message: where the last good checkpoint is, if any."""
+        if not os.path.isfile(os.path.join(self.run_dir, ckpt.LAST)):
+            return " (no epoch finished, so no checkpoint was written)"
+        return f" (the last good checkpoint is kept in {self.run_dir})"
+
     def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, b: int) -> float | None:
         cfg = self.cfg
         if cfg.channels_last:
@@ -450,7 +456,7 @@ class _Run:
             if cfg.nan_policy == "skip":
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
-            raise FocusNetError(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {b + 1}; lower --lr or use --nan-policy skip (the last good checkpoint is kept in {self.run_dir})")
+            raise FocusNetError(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {b + 1}; lower --lr or use --nan-policy skip{self._kept()}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
