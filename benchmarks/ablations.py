@@ -23,7 +23,7 @@ from focusnet.engine import TrainConfig, train_seeds
 from focusnet.viz import checkpoint_hit_rate
 from focusnet.engine.distributed import pick_device
 from protocol import machine
-from rows import append_row, command_line, load_rows, mean_pm_std, mean_std, readout_gate_field, readout_gate_note, short_machine
+from rows import SAMPLE_ORDER, append_row, command_line, load_rows, mean_pm_std, mean_std, readout_gate_field, readout_gate_note, short_machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "ablations.json")
@@ -96,7 +96,7 @@ def main() -> None:
             parent, summary = train_seeds(cfg, args.seeds, args.seed_workers)
             wall_s = time.perf_counter() - started
             hits = seed_hit_rates(parent, args.seeds, cfg) if dataset in SYNTHETIC_SPECS and VARIANTS[variant].get("num_saccades", 2) else None
-            row = {"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command, "machine": machine(pick_device(args.device), cfg.amp, cfg.amp_cpu, cfg.channels_last), **readout_gate_field(summary["runs"])}
+            row = {"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command, "sample_order": SAMPLE_ORDER, "machine": machine(pick_device(args.device), cfg.amp, cfg.amp_cpu, cfg.channels_last), **readout_gate_field(summary["runs"])}
             rows = append_row(RESULTS, row, row_key, os.path.join(HERE, "results", "ablations.md"), markdown)  # under a lock: ablations can run side by side
     print(markdown(load_rows(RESULTS)))
 

@@ -29,7 +29,7 @@ from focusnet.cli import parse_options
 from focusnet.engine.distributed import pick_device
 from focusnet.fileio import write_text
 from focusnet.official import official_numbers
-from rows import append_row, command_line, load_rows, mean_pm_std, merge_seed_rows, readout_gate_field, readout_gate_note, replace_rows, reproducing_command
+from rows import SAMPLE_ORDER, append_row, command_line, load_rows, mean_pm_std, merge_seed_rows, readout_gate_field, readout_gate_note, replace_rows, reproducing_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "protocol.json")
@@ -101,6 +101,7 @@ def run_row(dataset: str, size: int, model: str, options: dict, preset: str, epo
         "speed": sorted(speed),
         "seed_workers": seed_workers,
         "command": command_line(),
+        "sample_order": SAMPLE_ORDER,
         "run_folder": os.path.relpath(parent, os.path.join(HERE, "..")),
         **readout_gate_field(runs),
     }

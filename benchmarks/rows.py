@@ -13,6 +13,12 @@ import sys
 import numpy as np
 
 
+# Rows trained since training seeds each epoch's order with focusnet.data.loader.order_seed carry
+# {"sample_order": SAMPLE_ORDER}; older rows (seed + epoch: seed s replayed seed 0's orders s
+# epochs late) lack it, and BENCHMARKS.md says how many there are.
+SAMPLE_ORDER = "order_seed"
+
+
 def load_rows(path: str) -> list[dict]:
     """The rows of a results file ([] when there is none yet)."""
     if not os.path.isfile(path):
@@ -78,6 +84,8 @@ def merge_seed_rows(parts: list[dict]) -> dict:
     for split in ("test", "val"):
         merged[split] = {m: mean_std(pooled([v for part in parts for v in part[split][m]["values"]])) for m in parts[0][split]}
     merged["best_epochs"] = pooled([e for part in parts for e in part["best_epochs"]])
+    if not all(part.get("sample_order") == SAMPLE_ORDER for part in parts):  # one older part: the row is older
+        merged.pop("sample_order", None)
     if "readout_gate" in parts[0]:
         merged["readout_gate"] = mean_std(pooled([g for part in parts for g in part["readout_gate"]["values"]]))
     return merged

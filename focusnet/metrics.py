@@ -93,6 +93,15 @@ def get_auc(y_true: np.ndarray, y_score: np.ndarray, task: str) -> float:
     return float(sum(aucs) / len(aucs))  # left-to-right sum from 0, like the official loop
 
 
+def single_class_columns(y_true: np.ndarray, task: str, num_classes: int) -> list[int]:
+    """The AUC columns (labels, or classes one-vs-rest; the one column of a binary task) whose
+    targets take a single value in y_true (N, L): get_auc is undefined on such a split."""
+    if len(y_true) == 0:
+        return []
+    y, s = _prepare(y_true, np.zeros((len(y_true), num_classes)), task)
+    return [i for i, (t, _) in enumerate(_binary_columns(y, s, task)) if np.all(t == t[0])]
+
+
 def _correct(y: np.ndarray, s: np.ndarray, task: str, threshold: float = 0.5) -> np.ndarray:
     """Boolean correctness: (N, L) per label for multi-label, else (N, 1)."""
     if task == MULTI_LABEL:

@@ -230,6 +230,11 @@ def test_extending_a_row_pools_the_per_seed_values_in_seed_order():
     assert merged["wall_s"] == 180.0 and merged["command"].count("python benchmarks/protocol.py") == 2
     with pytest.raises(ValueError, match="share seeds"):
         rows.merge_seed_rows([_trained([0], [0.9]), _trained([0, 1], [0.9, 0.8])])
+    new = {**_trained([1], [0.8]), "sample_order": rows.SAMPLE_ORDER}  # trained since the seeds draw unrelated orders
+    assert rows.merge_seed_rows([{**_trained([0], [0.9]), "sample_order": rows.SAMPLE_ORDER}, new])["sample_order"] == rows.SAMPLE_ORDER
+    assert "sample_order" not in rows.merge_seed_rows([new, _trained([0], [0.9])])  # one older part: an older row
+    assert "2 of the 3 multi-seed rows" in report.seed_order_note({"protocol": {"rows": [_trained([0, 1], [0.9, 0.8]), new, {**new, "seeds": [0, 2]}, _trained([0, 1], [0.9, 0.8])]}})
+    assert report.seed_order_note({"protocol": {"rows": [{**new, "seeds": [0, 2]}, _trained([0], [0.9])]}}) == ""  # all new (1 seed: no shared orders)
     with pytest.raises(ValueError, match="different machines"):
         rows.merge_seed_rows([_trained([0], [0.9]), _trained([1], [0.8], machine="NVIDIA H200, bf16 autocast, torch 2")])
 

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from focusnet.data import Augment, SplitArrays, TensorLoader
+from focusnet.data.loader import order_seed
 from focusnet.errors import FocusNetError
 
 
@@ -81,6 +82,19 @@ def test_shuffle_deterministic_per_epoch():
     assert order(a) == order(b)
 
 
+def test_seeds_do_not_share_their_epoch_orders():
+    """DistributedSampler's seed + epoch would give seed 1 seed 0's orders one epoch late."""
+    split = make_split(50)
+    orders = {}
+    for seed in range(3):
+        loader = TensorLoader(split, 50, shuffle=True, seed=seed)
+        for epoch in range(4):
+            loader.set_epoch(epoch)
+            orders[seed, epoch] = torch.cat([i for _, _, i in loader]).tolist()
+    assert len({tuple(o) for o in orders.values()}) == len(orders)
+    assert orders[0, 3] == torch.randperm(50, generator=torch.Generator().manual_seed(3)).tolist()  # seed 0: as before
+
+
 @pytest.mark.parametrize("n,world", [(10, 3), (10, 2), (2, 4), (7, 7), (5, 1)])
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_rank_sharding_matches_distributed_sampler(n, world, shuffle):
@@ -89,8 +103,7 @@ def test_rank_sharding_matches_distributed_sampler(n, world, shuffle):
     for rank in range(world):
         loader = TensorLoader(split, 2, shuffle=shuffle, seed=5, rank=rank, world_size=world)
         loader.set_epoch(2)
-        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=5)
-        sampler.set_epoch(2)
+        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=order_seed(5, 2))  # its seed + epoch, at epoch 0
         idx = torch.cat([i for _, _, i in loader]).tolist()
         assert idx == list(sampler)
         assert len(idx) == math.ceil(n / world) and len(loader) == math.ceil(len(idx) / 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -195,6 +196,24 @@ def every_flag_small(monkeypatch, tmp_path):
         write_fake_npz(folder, small, 28, arrays=arrays)
         flags.append(info.flag)
     return str(folder), flags
+
+
+@pytest.mark.parametrize("flag,split,change,expected", [
+    ("organamnist", "val", lambda y: np.where(y == 3, 4, y), "in the val split there are no images of class 'heart'"),
+    ("breastmnist", "test", lambda y: np.zeros_like(y), "in the test split there are no images of class 'normal, benign'"),
+    ("chestmnist", "test", lambda y: np.concatenate([y[:, :2], np.ones_like(y[:, 2:3]), y[:, 3:]], 1), "label 'effusion' is on in every image"),
+])
+def test_a_split_without_every_class_is_refused_before_training(flag, split, change, expected, monkeypatch, tmp_path, capsys):
+    """AUC is undefined there (val picks the best epoch, test is reported): one line before epoch 1."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._registry()))
+    small, arrays = small_copy(get_dataset_info(flag), 2 * get_dataset_info(flag).num_classes)
+    arrays[f"{split}_labels"] = change(arrays[f"{split}_labels"]).astype(np.uint8)
+    registry.register_dataset(small, overwrite=True)
+    write_fake_npz(tmp_path / "fake", small, 28, arrays=arrays)
+    with pytest.raises(FocusNetError, match=re.escape(expected) + ".*so AUC is undefined there; give " + split):
+        train(tiny(str(tmp_path / "fake"), tmp_path, dataset=flag, epochs=1, download=False))
+    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").iterdir())  # nothing written
+    assert "epoch" not in capsys.readouterr().out
 
 
 def test_every_medmnist_flag_trains_on_generated_files(every_flag_small, tmp_path):

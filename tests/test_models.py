@@ -16,6 +16,7 @@ from focusnet import (
 )
 from focusnet.data.synthetic import striped_patch_task
 from focusnet.models.glimpse import GlimpseSensor, ImagePyramid
+from focusnet.models.layers import InputError
 
 CASES_2D = [(1, 28), (3, 28), (1, 64), (3, 128), (1, 224)]
 CASES_3D = [(1, 28), (3, 28), (1, 64)]
@@ -112,6 +113,8 @@ def test_early_exit_matches_full_run_and_saves_steps():
     logits, steps = model.forward_early_exit(x, threshold=0.0)  # always confident: glance only
     torch.testing.assert_close(logits, full.step_logits[:, 0], rtol=1e-4, atol=1e-5)
     assert (steps == 1).all()
+    with pytest.raises(InputError, match=r"for inference: call model.eval\(\) first"):
+        model.train().forward_early_exit(x, threshold=0.5)
 
 
 def test_fovea_in_pixels_keeps_its_pixel_footprint_on_larger_images():

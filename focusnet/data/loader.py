@@ -62,7 +62,7 @@ class TensorLoader:
         self._bias = torch.tensor(-mean / std, dtype=torch.float32)
 
     def set_epoch(self, epoch: int) -> None:
-        """Reshuffle deterministically per epoch (order seeded by seed + epoch, as DistributedSampler)."""
+        """Reshuffle deterministically per epoch (the order is seeded by order_seed(seed, epoch))."""
         self.epoch = epoch
 
     @property
@@ -78,7 +78,7 @@ class TensorLoader:
         """int64 (num_samples,) sample indices of this rank for the current epoch."""
         n = len(self.split)
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            g = torch.Generator().manual_seed(order_seed(self.seed, self.epoch))
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
@@ -159,6 +159,13 @@ def _base_use_count() -> int:
 _BASE_USE_COUNT = _base_use_count()
 
 
+def order_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's sample order, the same on every rank. Not DistributedSampler's
+    seed + epoch: with it seed 1 replays seed 0's orders one epoch late, so the runs of a
+    multi-seed study would share their data orders. Seed 0 keeps seed + epoch."""
+    return seed * 1_000_003 + epoch
+
+
 def _augment_seed(seed: int, epoch: int, rank: int) -> int:
     """A seed for the augmentation stream, distinct per (seed, epoch, rank)."""
-    return ((seed * 1_000_003 + epoch) * 10_007 + rank) % (2**63) + 1
+    return (order_seed(seed, epoch) * 10_007 + rank) % (2**63) + 1

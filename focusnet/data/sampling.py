@@ -2,7 +2,7 @@
 class frequency, so each class is seen about equally often per epoch.
 
 `BalancedTensorLoader` is a TensorLoader whose epoch order is `len(split)` draws with
-replacement (torch.multinomial, seeded by seed + epoch, the same on every rank) instead of a
+replacement (torch.multinomial, seeded by loader.order_seed, the same on every rank) instead of a
 permutation; each rank then takes its DistributedSampler-style shard of that order, so
 multi-process runs see one global balanced stream, exactly as with shuffling.
 """
@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..errors import FocusNetError
-from .loader import TensorLoader
+from .loader import TensorLoader, order_seed
 
 
 def class_counts(labels: torch.Tensor, multi_label: bool, num_classes: int) -> torch.Tensor:
@@ -50,7 +50,7 @@ class BalancedTensorLoader(TensorLoader):
     def indices(self) -> torch.Tensor:
         """int64 (num_samples,): this rank's shard of len(split) weighted draws for this epoch."""
         n = len(self.split)
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        g = torch.Generator().manual_seed(order_seed(self.seed, self.epoch))
         order = torch.multinomial(self.weights, n, replacement=True, generator=g)
         total = self.num_samples * self.world_size
         if total > n:

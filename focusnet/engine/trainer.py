@@ -50,7 +50,7 @@ from ..data.custom import flag_hint as custom_flag
 from ..errors import FocusNetError
 from ..fileio import atomic_path, ensure_dir, link_latest, write_json, write_text
 from ..flops import count_flops, count_params
-from ..metrics import official_csv_name, save_official_csv
+from ..metrics import official_csv_name, save_official_csv, single_class_columns
 from ..models.factory import build_model, model_config
 from ..models.focusnet import FocusNet
 from ..tasks import make_criterion
@@ -161,7 +161,28 @@ def _load_data(cfg: TrainConfig, ctx: DistContext) -> tuple[MedMNISTData, TrainC
     data = load_dataset(cfg.dataset, cfg.size, cfg.data_dir, download=cfg.download, as_rgb=cfg.as_rgb)
     if ctx.is_main:
         barrier(ctx)
+    _check_scorable(data)
     return data, cfg, record
+
+
+def _check_scorable(data: MedMNISTData) -> None:
+    """Before any training: val AUC picks the best epoch and test AUC is reported, so both
+    splits need every class (every label both present and absent)."""
+    info = data.info
+    for split in ("val", "test"):
+        labels = data.splits[split].labels.numpy()
+        columns = single_class_columns(labels, info.task, info.num_classes)
+        if not columns:
+            continue
+        name = lambda i: repr(info.label_names.get(str(i), str(i)))  # noqa: E731
+        if info.multi_label:
+            found = ", ".join(f"label {name(i)} is {'on' if labels[0, i] else 'off'} in every image" for i in columns)
+            fix = "each label both on and off"
+        else:
+            present = set(labels[:, 0].tolist())
+            found = "there are no images of class " + ", ".join(name(i) for i in range(info.num_classes) if i not in present)
+            fix = "images of every class"
+        raise FocusNetError(f"{info.flag}: in the {split} split {found}, so AUC is undefined there; give {split} {fix}")
 
 
 def data_description(data: MedMNISTData, cfg: TrainConfig) -> dict:

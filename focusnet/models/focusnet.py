@@ -43,7 +43,7 @@ from torch import nn
 
 from .glimpse import GlimpseSensor, ImagePyramid, base_grid, glimpse_boxes
 from .integrator import PredictiveCodingGRU
-from .layers import check_input, check_spatial_dims, conv, conv_norm_act, set_view
+from .layers import InputError, check_input, check_spatial_dims, conv, conv_norm_act, set_view
 from .pathways import MPKBlock
 
 LOCATION_SIZE = 32
@@ -189,7 +189,10 @@ class FocusNet(nn.Module):
         Only images still looking are processed at each step, so the saving is real compute.
         Confidence: max softmax probability, or for multi-label the least certain label's
         max(p, 1 - p). Returns (logits (B, K), steps taken (B,) counting the glance as 1).
+        Inference only: in training mode BatchNorm would normalise the shrinking subsets.
         """
+        if self.training:
+            raise InputError("forward_early_exit is for inference: call model.eval() first (in training mode BatchNorm would use the statistics of the images still looking)")
         check_input(x, self.config.spatial_dims, self.config.in_channels, type(self).__name__, self.head[-1].weight.dtype)
         b = x.shape[0]
         logits = x.new_zeros(b, self.config.num_classes)
