@@ -294,3 +294,21 @@ def test_gpu_throughput_compile_mode_runs_both_models_compiled_on_the_cpu():
     text = gpu_throughput.markdown(result)
     assert f"| 2D 28 px, batch 128 | {mode} |" in text
     assert "Not measured in this run: 2D 28 px, batch 128, fp32;" in text and f"3D 28^3, batch 32, {mode}." in text
+
+
+def test_scaling_benchmark_takes_medians_and_counts_other_load():
+    import time
+
+    import distributed
+
+    before = distributed.busy_cpu_s()
+    end = time.perf_counter() + 0.3
+    while time.perf_counter() < end:  # this process's own work counts as busy machine time
+        pass
+    assert distributed.busy_cpu_s() - before >= 0.2
+    runs = [{"nproc": n, "images_per_s": rate, "other_cores": other, "peak_private_mib": 10.0 * n, "peak_rss_mib": 20.0}
+            for n, rate, other in ((1, 140, 0.0), (2, 240, 0.1), (2, 120, 1.0), (1, 100, 0.9), (1, 144, 0.0), (2, 238, 0.0))]
+    one, two = distributed.summarise(runs)
+    assert (one["images_per_s"], two["images_per_s"]) == (140, 238) and one["images_per_s_runs"] == [140, 100, 144]
+    assert abs(two["efficiency"] - 238 / 280) < 1e-12 and (one["other_cores"], two["other_cores"]) == (0.0, 0.1)
+    assert two["peak_private_mib"] == 20.0
