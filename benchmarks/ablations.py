@@ -22,8 +22,9 @@ from focusnet.data.synthetic import SYNTHETIC_SPECS
 from focusnet.engine import TrainConfig, train_seeds
 from focusnet.viz import checkpoint_hit_rate
 from focusnet.engine.distributed import pick_device
+from focusnet.fileio import write_text
 from protocol import machine
-from rows import SAMPLE_ORDER, append_row, command_line, load_rows, mean_pm_std, mean_std, readout_gate_field, readout_gate_note, short_machine
+from rows import SAMPLE_ORDER, append_row, command_line, load_rows, mean_pm_std, mean_std, readout_gate_field, readout_gate_note, seeds_cell, shared_orders_note, short_machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "ablations.json")
@@ -64,8 +65,8 @@ def markdown(rows: list[dict]) -> str:
     lines += ["| dataset | epochs | preset | variant | seeds | test ACC | test AUC | fixation hit rate | MFLOPs/image | machine |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["dataset"], r["epochs"])):  # grouped by dataset, in the order measured
         t = r["test"]
-        lines.append(f"| {r['dataset']} | {r['epochs']} | {r['preset']} | {r['variant']} | {len(r['seeds'])} | {mean_pm_std(t['acc'])} | {mean_pm_std(t['auc'])} | {_hit_cell(r)} | {r['flops_per_image'] / 1e6:.1f} | {short_machine(r.get('machine'))} |")
-    lines += readout_gate_note(rows, lambda r: f"{r['dataset']}, {r['epochs']} epochs")
+        lines.append(f"| {r['dataset']} | {r['epochs']} | {r['preset']} | {r['variant']} | {seeds_cell(r)} | {mean_pm_std(t['acc'])} | {mean_pm_std(t['auc'])} | {_hit_cell(r)} | {r['flops_per_image'] / 1e6:.1f} | {short_machine(r.get('machine'))} |")
+    lines += readout_gate_note(rows, lambda r: f"{r['dataset']}, {r['epochs']} epochs") + shared_orders_note(rows)
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in rows}) + [""]
     return "\n".join(lines)
 
@@ -98,7 +99,9 @@ def main() -> None:
             hits = seed_hit_rates(parent, args.seeds, cfg) if dataset in SYNTHETIC_SPECS and VARIANTS[variant].get("num_saccades", 2) else None
             row = {"dataset": dataset, "variant": variant, "options": VARIANTS[variant], "epochs": args.epochs, "preset": args.preset, "seeds": args.seeds, "test": summary["test"], "hit_rate": hits, "flops_per_image": summary["runs"][0]["flops_per_image"], "wall_s": wall_s, "run_dir": os.path.relpath(parent, HERE), "command": command, "sample_order": SAMPLE_ORDER, "machine": machine(pick_device(args.device), cfg.amp, cfg.amp_cpu, cfg.channels_last), **readout_gate_field(summary["runs"])}
             rows = append_row(RESULTS, row, row_key, os.path.join(HERE, "results", "ablations.md"), markdown)  # under a lock: ablations can run side by side
-    print(markdown(load_rows(RESULTS)))
+    text = markdown(load_rows(RESULTS))
+    write_text(os.path.join(HERE, "results", "ablations.md"), text)  # also when every row was done: the table's format may have changed
+    print(text)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from focusnet.cli import parse_options
 from focusnet.engine.distributed import pick_device
 from focusnet.fileio import write_text
 from focusnet.official import official_numbers
-from rows import SAMPLE_ORDER, append_row, command_line, load_rows, mean_pm_std, merge_seed_rows, readout_gate_field, readout_gate_note, replace_rows, reproducing_command
+from rows import SAMPLE_ORDER, append_row, command_line, load_rows, mean_pm_std, merge_seed_rows, readout_gate_field, readout_gate_note, replace_rows, reproducing_command, seeds_cell, shared_orders_note
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "protocol.json")
@@ -134,7 +134,7 @@ def markdown(rows: list[dict]) -> str:
         published = f"{ref[0].acc:.3f} / {ref[0].auc:.3f}" if ref else "n/a"
         t = r["test"]
         lines.append(
-            f"| {r['dataset']} ({r['size']}) | {model_label(r)} | {r['epochs']} | {len(r['seeds'])} | "
+            f"| {r['dataset']} ({r['size']}) | {model_label(r)} | {r['epochs']} | {seeds_cell(r)} | "
             f"{mean_pm_std(t['acc'])} | {mean_pm_std(t['auc'])} | {published} | "
             f"{r['flops_per_image'] / 1e6:,.1f} | {r['params']:,} | {r['wall_s'] / 60:.1f} min | {r['machine']} |"
         )
@@ -142,7 +142,7 @@ def markdown(rows: list[dict]) -> str:
         lines += ["", "Rows on a GPU were run by `OUTPUT_DIR=/dev/shm/runs bash benchmarks/gpu_protocol.sh DATA_DIR EPOCHS`: several rows at once,",
                   "each row's seeds in parallel processes, so their wall times overlap and compare no models. They train under bf16",
                   "autocast (the default on CUDA); CPU rows train in fp32 unless their machine says bf16 autocast."]
-    lines += readout_gate_note(rows, lambda r: f"{model_label(r)} on {r['dataset']} ({r['size']}), {r['epochs']} epochs")
+    lines += readout_gate_note(rows, lambda r: f"{model_label(r)} on {r['dataset']} ({r['size']}), {r['epochs']} epochs") + shared_orders_note(rows)
     lines += ["", "Commands (a row trained in several runs and folded with --extend shows the fold, which alone trains it):", ""]
     lines += sorted({f"    {reproducing_command(r['command'])}" for r in rows}) + [""]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ import json
 import os
 import re
 
-from rows import SAMPLE_ORDER, mean_pm_std, short_machine
+from rows import mean_pm_std, seeds_cell, shared_orders, short_machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -31,14 +31,14 @@ same run; absolute times are only given with the machine they ran on.
 def seed_order_note(results: dict[str, dict | None]) -> str:
     """Which multi-seed rows were trained before the seeds drew unrelated sample orders."""
     rows = [r for data in results.values() if data for r in data["rows"] if len(r.get("seeds", ())) > 1]
-    older = [r for r in rows if r.get("sample_order") != SAMPLE_ORDER]
+    older = [r for r in rows if shared_orders(r)]
     if not older:
         return ""
-    which = "every multi-seed row" if len(older) == len(rows) else f"{len(older)} of the {len(rows)} multi-seed rows (those without \"sample_order\" in their JSON)"
-    return (f"Seeds: {which} in the accuracy and ablation results was trained while an epoch's sample\n"
-            "order was seeded by seed + epoch (as torch's DistributedSampler), so seed s replayed seed 0's orders s epochs late.\n"
-            "Since 2026-11-27 (`focusnet.data.loader.order_seed`) the seeds draw unrelated orders: seed 0's runs reproduce as they\n"
-            "were; rerunning seeds 1 and 2 gives other values than those pooled in those rows.\n")
+    which = "every multi-seed row" if len(older) == len(rows) else f"{len(older)} of the {len(rows)} multi-seed rows"
+    return (f"Seeds: {which} in the accuracy and ablation results (a * after its seed count) was trained while an\n"
+            "epoch's sample order was seeded by seed + epoch (as torch's DistributedSampler), so seed s replayed seed 0's orders s\n"
+            "epochs late. Since 2026-11-27 (`focusnet.data.loader.order_seed`) the seeds draw unrelated orders: seed 0's runs\n"
+            "reproduce as they were; rerunning seeds 1 and 2 gives other values than those pooled in those rows.\n")
 
 
 def sections() -> list[tuple[str, str]]:
@@ -273,7 +273,7 @@ def _tried_line(label: str, r: dict, refs: list[dict]) -> tuple[str, tuple | Non
         da, du = (r["test"][m]["mean"] - ref["test"][m]["mean"] for m in ("acc", "auc"))
         gap = f"{da:+.3f} / {du:+.3f}"
         found = (min(da, du), label, r["epochs"], gap)
-    return f"| {label} | {r['epochs']} | {len(r['seeds'])} | {mean_pm_std(r['test']['acc'])} | {mean_pm_std(r['test']['auc'])} | {gap} | {short_machine(r.get('machine'))} |", found
+    return f"| {label} | {r['epochs']} | {seeds_cell(r)} | {mean_pm_std(r['test']['acc'])} | {mean_pm_std(r['test']['auc'])} | {gap} | {short_machine(r.get('machine'))} |", found
 
 
 def tried_section(proto: dict | None, ablations: dict | None) -> str:

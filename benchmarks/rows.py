@@ -19,6 +19,16 @@ import numpy as np
 SAMPLE_ORDER = "order_seed"
 
 
+def shared_orders(row: dict) -> bool:
+    """A multi-seed row trained before the seeds drew unrelated sample orders."""
+    return len(row.get("seeds", ())) > 1 and row.get("sample_order") != SAMPLE_ORDER
+
+
+def seeds_cell(row: dict) -> str:
+    """The seed count for a table: '3', or '3*' for a row whose seeds shared their sample orders."""
+    return f"{len(row['seeds'])}{'*' if shared_orders(row) else ''}"
+
+
 def load_rows(path: str) -> list[dict]:
     """The rows of a results file ([] when there is none yet)."""
     if not os.path.isfile(path):
@@ -162,6 +172,14 @@ def readout_gate_note(rows: list[dict], name) -> list[str]:
     if not gated:
         return []
     return ["", "Gated readout (`readout=gated`): the learned share g of the saccades in what the head reads (0: the glance alone,", "1: the mean of all steps): " + "; ".join(gated) + "."]
+
+
+def shared_orders_note(rows: list[dict]) -> list[str]:
+    """The legend of seeds_cell's '*', when a row has one."""
+    if not any(shared_orders(r) for r in rows):
+        return []
+    return ["", "A * after the seed count: trained while seed s replayed seed 0's sample orders s epochs late (seed + epoch, until",
+            "2026-11-27); the seeds now draw unrelated orders, so rerunning seeds 1 and 2 of such a row gives other values."]
 
 
 CPU_MACHINE = "CPU only, 2 cores"  # rows written before the machine was recorded ran here

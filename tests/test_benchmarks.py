@@ -76,9 +76,10 @@ def test_what_was_tried_lists_every_configuration_where_the_default_misses():
     text = report.tried_section(proto, ablations)
     assert "### synth-lesion (28 px)" in text and "(64 px)" not in text  # only where the default misses
     assert "ResNet-18 trained alike: 50 epochs 0.900 / 0.950 (CPU, fp32)." in text
-    assert "| focusnet (num_saccades=0) | 50 | 3 | 0.880 +/- 0.010 | 0.960 +/- 0.010 | -0.020 / +0.010 | CPU, fp32 |" in text
-    assert "| focusnet (readout=gated) | 15 | 3 | 0.700 +/- 0.010 | 0.850 +/- 0.010 | - | CPU, fp32 |" in text
-    assert "| ablation: 1 saccade | 50 | 3 | 0.850 +/- 0.010 | 0.920 +/- 0.010 | -0.050 / -0.030 | NVIDIA H100 |" in text
+    # (these made-up rows carry no "sample_order": trained before the seeds drew unrelated orders, hence 3*)
+    assert "| focusnet (num_saccades=0) | 50 | 3* | 0.880 +/- 0.010 | 0.960 +/- 0.010 | -0.020 / +0.010 | CPU, fp32 |" in text
+    assert "| focusnet (readout=gated) | 15 | 3* | 0.700 +/- 0.010 | 0.850 +/- 0.010 | - | CPU, fp32 |" in text
+    assert "| ablation: 1 saccade | 50 | 3* | 0.850 +/- 0.010 | 0.920 +/- 0.010 | -0.050 / -0.030 | NVIDIA H100 |" in text
     assert text.endswith("Best against ResNet-18 trained alike: focusnet (num_saccades=0), 50 epochs (-0.020 / +0.010).")
     one_seed = {"rows": [*proto["rows"], _row("focusnet", 0.95, 0.99, epochs=50, seeds=(0,), options={"width": 64})]}
     assert "| focusnet (width=64) | 50 | 1 | 0.950 +/- 0.010 | 0.990 +/- 0.010 | - |" in report.tried_section(one_seed, None)  # not trained alike
@@ -235,6 +236,7 @@ def test_extending_a_row_pools_the_per_seed_values_in_seed_order():
     assert "sample_order" not in rows.merge_seed_rows([new, _trained([0], [0.9])])  # one older part: an older row
     assert "2 of the 3 multi-seed rows" in report.seed_order_note({"protocol": {"rows": [_trained([0, 1], [0.9, 0.8]), new, {**new, "seeds": [0, 2]}, _trained([0, 1], [0.9, 0.8])]}})
     assert report.seed_order_note({"protocol": {"rows": [{**new, "seeds": [0, 2]}, _trained([0], [0.9])]}}) == ""  # all new (1 seed: no shared orders)
+    assert [rows.seeds_cell(r) for r in (_trained([0, 1], [0.9, 0.8]), {**new, "seeds": [0, 2]}, _trained([0], [0.9]))] == ["2*", "2", "1"]
     with pytest.raises(ValueError, match="different machines"):
         rows.merge_seed_rows([_trained([0], [0.9]), _trained([1], [0.8], machine="NVIDIA H200, bf16 autocast, torch 2")])
 
