@@ -323,7 +323,7 @@ class _Run:
         if cfg.channels_last:
             to_channels_last(self.model, info.spatial_dims)
         self.amp = uses_autocast(ctx.device, cfg.amp, cfg.amp_cpu)
-        torch.manual_seed(cfg.seed + ctx.rank)  # dropout masks differ between ranks
+        torch.manual_seed(cfg.seed + 1_000_003 * ctx.rank)  # dropout masks differ between ranks (and seed 1's rank 0 is not seed 0's rank 1)
         self.criterion = make_criterion(self.task, info.num_classes, cfg.loss, _class_weights(self.data, cfg), cfg.focal_gamma).to(ctx.device)
         self.val_criterion = copy.deepcopy(self.criterion).cpu()  # validation logits come back on the CPU
         self.loss_model: nn.Module = LossModel(self.model, self.criterion, cfg.prediction_loss_weight, cfg.step_loss_weight)
