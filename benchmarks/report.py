@@ -35,7 +35,7 @@ def seed_order_note(results: dict[str, dict | None]) -> str:
     if not older:
         return ""
     which = "every multi-seed row" if len(older) == len(rows) else f"{len(older)} of the {len(rows)} multi-seed rows"
-    return (f"Seeds: {which} in the accuracy and ablation results (a * after its seed count) was trained while an\n"
+    return (f"Seeds: {which} in the accuracy and ablation results (a * after the seed count) {'was' if len(older) == 1 else 'were'} trained while an\n"
             "epoch's sample order was seeded by seed + epoch (as torch's DistributedSampler), so seed s replayed seed 0's orders s\n"
             "epochs late. Since 2026-11-27 (`focusnet.data.loader.order_seed`) the seeds draw unrelated orders: seed 0's runs\n"
             "reproduce as they were; rerunning seeds 1 and 2 gives other values than those pooled in those rows.\n")
