@@ -21,9 +21,9 @@ import csv
 import os
 import resource
 import statistics
+import shutil
 import subprocess
 import sys
-import shutil
 import tempfile
 import time
 

@@ -24,8 +24,8 @@ from torch import nn
 from focusnet.data import load_dataset
 from focusnet.engine import load_checkpoint
 from focusnet.engine.distributed import DistContext
-from focusnet.engine.early_exit import calibrate_threshold, step_logits_on
-from focusnet.engine.evaluator import eval_loader
+from focusnet.engine.early_exit import calibrate_threshold
+from focusnet.engine.evaluator import eval_loader, predict_logits
 from focusnet.fileio import write_json, write_text
 from focusnet.flops import count_flops_on
 from focusnet.metrics import get_acc, get_auc, probabilities
@@ -53,7 +53,7 @@ def curve(checkpoint: str, split: str, data_dir: str | None) -> dict:
     d = ck.data
     model = ck.build()
     data = load_dataset(d["flag"], d["size"], data_dir, as_rgb=d["as_rgb"])
-    val_logits, val_labels = step_logits_on(model, eval_loader(data.splits["val"], 256, DistContext(), d["mean"], d["std"]))
+    val_logits, val_labels = predict_logits(model, eval_loader(data.splits["val"], 256, DistContext(), d["mean"], d["std"]), DistContext(), steps=True)
     calibration = calibrate_threshold(val_logits, val_labels.numpy(), d["task"])
     loader = eval_loader(data.splits[split], 256, DistContext(), d["mean"], d["std"])
     batches = [(x, y) for x, y, _ in loader]

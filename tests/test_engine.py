@@ -87,8 +87,8 @@ def test_run_folder_contents(run):
 
 
 def test_metrics_hold_early_exit_at_the_validation_calibrated_threshold(run):
-    from focusnet.engine.early_exit import GRID, exit_at, step_logits_on
-    from focusnet.engine.evaluator import eval_loader
+    from focusnet.engine.early_exit import GRID, exit_at
+    from focusnet.engine.evaluator import eval_loader, predict_logits
     from focusnet.engine.distributed import DistContext
     from focusnet.data import load_dataset
 
@@ -99,7 +99,7 @@ def test_metrics_hold_early_exit_at_the_validation_calibrated_threshold(run):
     if e["threshold"] is not None:  # the test figures follow from the threshold
         model = load_checkpoint(os.path.join(run.run_dir, "best_model.pth")).build()
         test = load_dataset("synth-lesion", 28, run.config.data_dir).splits["test"]
-        logits, labels = step_logits_on(model, eval_loader(test, 64, DistContext()))
+        logits, labels = predict_logits(model, eval_loader(test, 64, DistContext()), DistContext(), steps=True)
         picked, steps = exit_at(logits, e["threshold"], multi_label=False)
         assert float(steps.float().mean()) == pytest.approx(e["test"]["mean_steps"])
         assert get_acc(labels.numpy(), torch.softmax(picked, 1).numpy(), "multi-class") == pytest.approx(e["test"]["acc"])

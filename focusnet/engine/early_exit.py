@@ -6,7 +6,7 @@ calibrated the trained model is: a fixed 0.9 saves nothing on a model that is ra
 The default threshold is therefore calibrated per checkpoint: the lowest threshold whose
 validation ACC stays within `tolerance` (0.5 points) of the ACC with every fixation.
 
-Every step's logits come out of one `forward_trace` pass (`FocusTrace.step_logits`), and in eval
+Every step's logits come out of one `forward_trace` pass (`predict_logits(..., steps=True)`), and in eval
 mode each image is independent of the others in its batch, so the early-exit result for any
 threshold is read off those logits without rerunning the model.
 """
@@ -19,7 +19,6 @@ import torch
 from ..metrics import get_acc, get_auc, probabilities
 from ..models.focusnet import confidence
 from ..tasks import MULTI_LABEL
-from .speed import autocast
 
 TOLERANCE = 0.005  # 0.5 ACC points
 GRID = tuple(np.round(np.arange(0.50, 1.0, 0.01), 2))  # candidate thresholds, lowest first
@@ -49,22 +48,6 @@ def calibrate_threshold(step_logits: torch.Tensor, labels: np.ndarray, task: str
         if acc >= acc_all - tolerance - 1e-12:
             return {"threshold": float(threshold), "acc": acc, "acc_all": acc_all, "mean_steps": float(steps.float().mean()), "max_steps": step_logits.shape[1]}
     return {"threshold": None, "acc": acc_all, "acc_all": acc_all, "mean_steps": float(step_logits.shape[1]), "max_steps": step_logits.shape[1]}
-
-
-@torch.no_grad()
-def step_logits_on(model: torch.nn.Module, batches, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """A FocusNet over (x, y, ...) batches -> (step logits (N, T+1, K), labels (N, L)) on the CPU.
-    amp: the same bfloat16 autocast as the run's evaluation (see speed.uses_autocast)."""
-    was_training = model.training
-    model.eval()
-    logits, labels = [], []
-    for x, y, *_ in batches:
-        with autocast(x.device, amp):
-            trace = model.forward_trace(x)
-        logits.append(trace.step_logits.float().cpu())
-        labels.append(y.cpu())
-    model.train(was_training)
-    return torch.cat(logits), torch.cat(labels)
 
 
 def early_exit_summary(val_logits: torch.Tensor, val_labels: torch.Tensor, test_logits: torch.Tensor, test_labels: torch.Tensor, task: str) -> dict:
