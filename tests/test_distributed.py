@@ -1,9 +1,11 @@
-"""torchrun / DDP on CPU with gloo: evaluation deduplication, metrics equal to one process, resume across world sizes."""
+"""torchrun / DDP on CPU with gloo: evaluation deduplication, metrics equal to one process, resume
+(bit for bit on the same world size, and across world sizes)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -13,6 +15,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from focusnet.data import SplitArrays
+from focusnet.engine import TrainConfig, TrainingStopped, train
+from focusnet.engine import trainer as trainer_module
 from focusnet.engine.distributed import DistContext
 from focusnet.engine.evaluator import eval_loader, predict_logits
 from focusnet.models import EnhancedFocusNet2D
@@ -105,3 +109,51 @@ def test_resume_across_world_sizes(tmp_path, data_dir, first, then):
     assert m["epochs"] == 3 and m["world_size"] == then
     with open(os.path.join(run_dir, "log.csv")) as f:
         assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["1", "2", "3"]
+
+
+def _train_worker(rank: int, world: int, port: int, cfg: dict, run_dir: str, resume: bool, stop_at: int | None) -> None:
+    """One rank of a data-parallel run, as torchrun would start it; `stop_at` simulates a stop
+    before that epoch (all ranks at once, as a broadcast stop signal does)."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    if stop_at is not None:
+        original = trainer_module._Run._train_epoch
+
+        def stop_before(self, epoch, stop):
+            if epoch == stop_at:
+                raise TrainingStopped("simulated stop")
+            original(self, epoch, stop)
+
+        trainer_module._Run._train_epoch = stop_before
+    try:
+        train(TrainConfig(progress=False), resume=run_dir) if resume else train(TrainConfig.from_dict(cfg), run_dir=run_dir, link=False)
+    except TrainingStopped:
+        pass
+
+
+def _spawn_training(world: int, cfg: dict, run_dir: str, resume: bool = False, stop_at: int | None = None) -> None:
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_train_worker, args=(world, port, cfg, run_dir, resume, stop_at), nprocs=world, join=True)
+
+
+def test_resume_on_the_same_world_size_is_identical(tmp_path, data_dir):
+    """Two ranks, stopped after epoch 1 of 2 and resumed: the same weights and metrics as the
+    uninterrupted run, bit for bit. Each rank's dropout stream is saved and restored (it was rank
+    0's alone, so after a resume rank 1 drew rank 0's masks)."""
+    cfg = TrainConfig(
+        dataset="synth-lesion-binary", data_dir=data_dir, epochs=2, batch_size=32, max_batches=3, n_boot=20, report=False, progress=False,
+        model_options={"width": 8, "feature_channels": 16, "hidden_size": 32, "dropout": 0.5},
+    ).to_dict()
+    full, parted = str(tmp_path / "full"), str(tmp_path / "parted")
+    os.makedirs(full), os.makedirs(parted)
+    _spawn_training(2, cfg, full)
+    _spawn_training(2, cfg, parted, stop_at=1)
+    state = torch.load(os.path.join(parted, "last.pth"), weights_only=True)
+    assert state["epoch"] == 1 and len(state["rng"]["ranks"]) == 2
+    assert not torch.equal(state["rng"]["ranks"][0]["torch"], state["rng"]["ranks"][1]["torch"])
+    _spawn_training(2, cfg, parted, resume=True)
+    a, b = (torch.load(os.path.join(d, "last.pth"), weights_only=True)["model"] for d in (full, parted))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics(parted)["test"] == _metrics(full)["test"]

@@ -251,6 +251,23 @@ def test_resume_gives_identical_weights_and_metrics(data_dir, tmp_path, monkeypa
         assert resumed.metrics[split] == full.metrics[split]
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_restore_rng_reads_per_rank_and_older_checkpoints(rank):
+    """Each rank takes its own saved stream; a checkpoint from before per-rank states holds rank
+    0's alone, and a rank without a saved stream keeps the fresh one it was seeded with."""
+    from types import SimpleNamespace
+
+    from focusnet.engine.distributed import DistContext
+
+    run = SimpleNamespace(ctx=DistContext(rank, 2))
+    states = [torch.manual_seed(s).get_state() for s in (11, 12)]
+    trainer_module._Run._restore_rng(run, {"ranks": [{"torch": s} for s in states]})
+    assert torch.equal(torch.get_rng_state(), states[rank])
+    fresh = torch.manual_seed(trainer_module.dropout_seed(0, rank)).get_state()
+    trainer_module._Run._restore_rng(run, {"torch": states[0]})
+    assert torch.equal(torch.get_rng_state(), states[0] if rank == 0 else fresh)
+
+
 def test_seeds_summary(data_dir, tmp_path):
     parent, summary = train_seeds(tiny(data_dir, tmp_path, epochs=1, max_batches=2), [0, 1])
     aucs = [json.load(open(os.path.join(parent, f"seed_{s}", "metrics.json")))["test"]["auc"] for s in (0, 1)]

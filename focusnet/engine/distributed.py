@@ -81,6 +81,15 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
+def gather_objects(obj, ctx: DistContext) -> list:
+    """Every rank's value of a picklable object, in rank order, on every rank."""
+    if not ctx.distributed:
+        return [obj]
+    box = [None] * ctx.world_size
+    dist.all_gather_object(box, obj)
+    return box
+
+
 def broadcast_object(obj, ctx: DistContext):
     """Rank 0's value of a picklable object on every rank (used for the run folder name)."""
     if not ctx.distributed:

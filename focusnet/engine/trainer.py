@@ -63,6 +63,7 @@ from .distributed import (
     broadcast_flag,
     broadcast_object,
     cleanup_distributed,
+    gather_objects,
     init_distributed,
     sync_buffers,
 )
@@ -239,6 +240,12 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.opti
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def dropout_seed(seed: int, rank: int) -> int:
+    """Seed of a rank's own random stream (dropout masks): the ranks draw different masks, and
+    seed 1's rank 0 is not seed 0's rank 1."""
+    return seed + 1_000_003 * rank
+
+
 def new_run_dir(output_dir: str, flag: str) -> str:
     """results/<flag>_<YYYYmmdd-HHMMSS>[_n]: a fresh folder that no other run uses."""
     ensure_dir(output_dir)
@@ -323,7 +330,7 @@ class _Run:
         if cfg.channels_last:
             to_channels_last(self.model, info.spatial_dims)
         self.amp = uses_autocast(ctx.device, cfg.amp, cfg.amp_cpu)
-        torch.manual_seed(cfg.seed + 1_000_003 * ctx.rank)  # dropout masks differ between ranks (and seed 1's rank 0 is not seed 0's rank 1)
+        torch.manual_seed(dropout_seed(cfg.seed, ctx.rank))
         self.criterion = make_criterion(self.task, info.num_classes, cfg.loss, _class_weights(self.data, cfg), cfg.focal_gamma).to(ctx.device)
         self.val_criterion = copy.deepcopy(self.criterion).cpu()  # validation logits come back on the CPU
         self.loss_model: nn.Module = LossModel(self.model, self.criterion, cfg.prediction_loss_weight, cfg.step_loss_weight)
@@ -363,7 +370,7 @@ class _Run:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"]["torch"])
+            self._restore_rng(state["rng"])
             self.start_epoch, self.best, self.log = int(state["epoch"]), dict(state["best"]), list(state["log"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise FocusNetError(f"{where}: its optimizer, schedule or progress do not fit this run ({type(e).__name__}: {str(e)[:120]}); it is damaged or from another run") from None
@@ -371,7 +378,27 @@ class _Run:
             raise FocusNetError(f"{where} says epoch {self.start_epoch} of {self.cfg.epochs}; it is damaged or from another run")
         self._say(f"resuming {self.run_dir} after epoch {self.start_epoch}")
 
-    def _save_train_state(self, epoch: int) -> None:
+    def _rng_states(self) -> list[dict]:
+        """Every rank's random streams (its dropout masks), in rank order; call on all ranks."""
+        mine = {"torch": torch.get_rng_state()}
+        if self.ctx.device.type == "cuda":  # dropout on a GPU draws from the device's generator
+            mine["cuda"] = torch.cuda.get_rng_state(self.ctx.device)
+        return gather_objects(mine, self.ctx)
+
+    def _restore_rng(self, rng: dict) -> None:
+        """Continue this rank's random streams where the checkpoint left them, so a resumed run
+        draws the dropout masks the uninterrupted one would have. A rank the checkpoint has no
+        state for (resumed on more processes) keeps its fresh `dropout_seed` stream; a checkpoint
+        from before per-rank states ({"torch": state}) holds rank 0's alone."""
+        ranks = rng["ranks"] if "ranks" in rng else [{"torch": rng["torch"]}]
+        if self.ctx.rank >= len(ranks):
+            return
+        mine = ranks[self.ctx.rank]
+        torch.set_rng_state(mine["torch"])
+        if "cuda" in mine and self.ctx.device.type == "cuda":  # a run moved between CPU and GPU starts that stream afresh
+            torch.cuda.set_rng_state(mine["cuda"], self.ctx.device)
+
+    def _save_train_state(self, epoch: int, rng: list[dict]) -> None:
         state = {
             "format": ckpt.TRAIN_STATE_FORMAT,
             "version": ckpt.VERSION,
@@ -380,7 +407,7 @@ class _Run:
             "model": ckpt.cpu_state_dict(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {"ranks": rng},
             "best": self.best,
             "log": self.log,
         }
@@ -448,10 +475,11 @@ class _Run:
             self.best = {"epoch": epoch + 1, "auc": val["auc"], "acc": val["acc"]}
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": total / max(seen, 1), "val_loss": val["loss"], "val_acc": val["acc"], "val_auc": val["auc"], "best": int(improved), "epoch_s": elapsed, "images_per_s": seen * self.ctx.world_size / elapsed, "skipped_steps": skipped}
         self.log.append(row)
+        rng = self._rng_states()
         if self.ctx.is_main:
             if improved:
                 ckpt.save_model(self.run_dir, self.model, self.model_cfg, self.data_desc, epoch + 1, {"val": val})
-            self._save_train_state(epoch + 1)
+            self._save_train_state(epoch + 1, rng)
             self._write_log()
             self._say(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  val loss {val['loss']:.4f}  acc {val['acc']:.4f}  auc {val['auc']:.4f}{'  *' if improved else ''}  ({elapsed:.1f}s)")
         barrier(self.ctx)
