@@ -84,7 +84,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _add(t, "--grad-clip", type=float, default=None)
     _add(t, "--loss", default=None, choices=("ce", "focal"))
     _add(t, "--focal-gamma", type=float, default=None)
-    _add(t, "--class-weights", default=None, choices=("none", "balanced"), help="balanced: loss weighted by inverse class frequency")
+    _add(t, "--class-weights", default=None, choices=("none", "balanced"), help="balanced: loss weighted by inverse class frequency (multi-label: positives by negatives / positives per label)")
     _switch(t, "balanced-sampling", "draw training images with probability 1 / class frequency")
     _add(t, "--prediction-loss-weight", type=float, default=None, help="weight of FocusNet's predictive-coding loss (default 0.1)")
     _add(t, "--step-loss-weight", type=float, default=None, help="FocusNet: also train the glance and each earlier saccade to classify, with this weight (default 0)")

@@ -111,9 +111,11 @@ class FocalLoss(nn.Module):
     normalised by the weights, like `CrossEntropyLoss(weight=...)`; multi-label: per-label
     weight, like `BCEWithLogitsLoss(weight=...)`); or, multi-label only, a float in [0, 1]
     weighting positives by alpha and negatives by 1 - alpha (torchvision's sigmoid_focal_loss).
+    pos_weight (multi-label): None or (K,) weights of each label's positive terms, like
+    `BCEWithLogitsLoss(pos_weight=...)`.
     """
 
-    def __init__(self, gamma: float = 2.0, alpha: float | Weights = None, multi_label: bool = False) -> None:
+    def __init__(self, gamma: float = 2.0, alpha: float | Weights = None, multi_label: bool = False, pos_weight: torch.Tensor | None = None) -> None:
         super().__init__()
         if gamma < 0:
             raise FocusNetError(f"focal gamma must be >= 0, got {gamma}")
@@ -131,6 +133,7 @@ class FocalLoss(nn.Module):
         elif alpha is not None:
             alpha_vec = torch.as_tensor(alpha, dtype=torch.float32).flatten()
         self.register_buffer("alpha", alpha_vec)
+        self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.multi_label:
@@ -158,23 +161,28 @@ class FocalLoss(nn.Module):
             loss = (self.alpha_scalar * targets + (1 - self.alpha_scalar) * (1 - targets)) * loss
         elif self.alpha is not None:
             loss = self.alpha.to(loss.dtype) * loss
+        if self.pos_weight is not None:  # as BCE's pos_weight: positives x w, negatives x 1
+            loss = (self.pos_weight.to(loss.dtype) * targets + 1 - targets) * loss
         return loss.mean()
 
 
 class CrossEntropy(nn.Module):
     """Cross-entropy on (B, K) logits with (B,) class targets, or BCE-with-logits with
-    (B, K) {0, 1} targets when multi_label. The optional (K,) weight follows the logits'
-    dtype, so float64 or bfloat16 logits work without moving the criterion."""
+    (B, K) {0, 1} targets when multi_label. The optional (K,) weight (and, multi-label, the
+    positives' pos_weight) follow the logits' dtype, so float64 or bfloat16 logits work
+    without moving the criterion."""
 
-    def __init__(self, weight: torch.Tensor | None = None, multi_label: bool = False) -> None:
+    def __init__(self, weight: torch.Tensor | None = None, multi_label: bool = False, pos_weight: torch.Tensor | None = None) -> None:
         super().__init__()
         self.multi_label = multi_label
         self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         w = None if self.weight is None else self.weight.to(logits.dtype)
         if self.multi_label:
-            return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), weight=w)
+            pw = None if self.pos_weight is None else self.pos_weight.to(logits.dtype)
+            return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), weight=w, pos_weight=pw)
         return F.cross_entropy(logits, targets, weight=w)
 
 
@@ -214,19 +222,25 @@ def make_criterion(
     loss: str = "ce",
     class_weights: Weights = None,
     focal_gamma: float = 2.0,
+    pos_weight: Weights = None,
 ) -> nn.Module:
     """Loss module for `task`: call it as criterion(logits (B, K), labels (B, L) int64) -> scalar.
 
     loss="ce": cross-entropy (single-label) or BCE-with-logits (multi-label).
     loss="focal": FocalLoss with gamma=focal_gamma.
     class_weights: optional (K,) weights (CE `weight`, BCE per-label `weight`, focal `alpha`).
+    pos_weight: multi-label only, optional (K,) weights of each label's positive terms (BCE
+    `pos_weight`; focal likewise), e.g. negatives / positives per label against imbalance.
     """
     spec = TaskSpec.from_task(task, num_classes)
     weight = _as_weight(class_weights, spec.num_classes, "class_weights")
+    positives = _as_weight(pos_weight, spec.num_classes, "pos_weight")
+    if positives is not None and not spec.multi_label:
+        raise FocusNetError(f"pos_weight is for multi-label tasks; task {task!r} takes class_weights instead")
     if loss == "focal":
-        inner: nn.Module = FocalLoss(focal_gamma, weight, spec.multi_label)
+        inner: nn.Module = FocalLoss(focal_gamma, weight, spec.multi_label, positives)
     elif loss == "ce":
-        inner = CrossEntropy(weight, spec.multi_label)
+        inner = CrossEntropy(weight, spec.multi_label, positives)
     else:
         raise FocusNetError(f"unknown loss {loss!r}; use one of {', '.join(map(repr, LOSSES))}")
     return TaskLoss(spec, inner)

@@ -268,6 +268,25 @@ def test_restore_rng_reads_per_rank_and_older_checkpoints(rank):
     assert torch.equal(torch.get_rng_state(), states[0] if rank == 0 else fresh)
 
 
+def test_balanced_loss_weights_per_task():
+    """Single-label: inverse class frequency; multi-label: negatives / positives per label
+    (BCE pos_weight); a label never or always present is refused in one line."""
+    from types import SimpleNamespace
+
+    def data(labels, multi_label):
+        info = SimpleNamespace(multi_label=multi_label, num_classes=labels.shape[1] if multi_label else int(labels.max()) + 1, label_names={})
+        return SimpleNamespace(info=info, splits={"train": SimpleNamespace(labels=labels)})
+
+    balanced = TrainConfig(class_weights="balanced")
+    single = trainer_module._loss_weights(data(torch.tensor([[0], [0], [0], [1]]), False), balanced)
+    torch.testing.assert_close(single["class_weights"], torch.tensor([4 / 6, 4 / 2]))
+    multi = torch.tensor([[1, 0], [0, 0], [0, 1], [0, 1]])
+    torch.testing.assert_close(trainer_module._loss_weights(data(multi, True), balanced)["pos_weight"], torch.tensor([3.0, 1.0]))
+    assert trainer_module._loss_weights(data(multi, True), TrainConfig()) == {}
+    with pytest.raises(FocusNetError, match="every image has"):
+        trainer_module._loss_weights(data(torch.tensor([[1, 0], [1, 1]]), True), balanced)
+
+
 def test_seeds_summary(data_dir, tmp_path):
     parent, summary = train_seeds(tiny(data_dir, tmp_path, epochs=1, max_batches=2), [0, 1])
     aucs = [json.load(open(os.path.join(parent, f"seed_{s}", "metrics.json")))["test"]["auc"] for s in (0, 1)]

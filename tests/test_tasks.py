@@ -76,6 +76,17 @@ def test_bce_criterion_for_multi_label():
     torch.testing.assert_close(weighted, F.binary_cross_entropy_with_logits(logits, labels.double(), weight=w))
 
 
+def test_pos_weight_for_multi_label_as_bce_and_focal():
+    logits, labels = batch(MULTI_LABEL)
+    pw = torch.tensor([1.0, 4.0, 0.5, 9.0], dtype=torch.float64)
+    expected = F.binary_cross_entropy_with_logits(logits, labels.double(), pos_weight=pw)
+    torch.testing.assert_close(make_criterion(MULTI_LABEL, 4, pos_weight=pw)(logits, labels), expected)
+    focal = make_criterion(MULTI_LABEL, 4, loss="focal", focal_gamma=0.0, pos_weight=pw)(logits, labels)
+    torch.testing.assert_close(focal, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(FocusNetError, match="pos_weight is for multi-label"):
+        make_criterion(MULTI_CLASS, 4, pos_weight=pw)
+
+
 def test_criterion_rejects_bad_shapes_and_options():
     logits, labels = batch(MULTI_CLASS)
     with pytest.raises(FocusNetError, match=r"logits must be \(B, 3\)"):

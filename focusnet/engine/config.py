@@ -54,7 +54,7 @@ class TrainConfig:
     grad_clip: float | None = None  # 0: off
     loss: str = "ce"  # "ce" (BCE for multi-label) or "focal"
     focal_gamma: float = 2.0
-    class_weights: str = "none"  # "balanced": inverse class frequency of the training split
+    class_weights: str = "none"  # "balanced": inverse class frequency of the training split (multi-label: pos_weight = negatives / positives per label)
     balanced_sampling: bool = False  # draw training images with probability 1 / class frequency
     prediction_loss_weight: float = 0.1  # FocusNet's auxiliary predictive-coding loss
     step_loss_weight: float = 0.0  # FocusNet: weight of the mean loss of the earlier steps' logits (deep supervision); 0 = final step only

@@ -203,15 +203,26 @@ def data_description(data: MedMNISTData, cfg: TrainConfig) -> dict:
     }
 
 
-def _class_weights(data: MedMNISTData, cfg: TrainConfig) -> torch.Tensor | None:
+def _loss_weights(data: MedMNISTData, cfg: TrainConfig) -> dict:
+    """make_criterion's weights for --class-weights balanced, from the training split.
+    Single-label: class_weights = inverse class frequency (n / (K * count)). Multi-label: each
+    label is its own binary problem, so pos_weight = negatives / positives per label (a rare
+    finding's positives weigh as much as its negatives), as BCEWithLogitsLoss's pos_weight."""
     if cfg.class_weights == "none":
-        return None
+        return {}
     labels, k = data.splits["train"].labels, data.info.num_classes
     counts = labels.sum(0).double() if data.info.multi_label else torch.bincount(labels[:, 0], minlength=k).double()
+    names = [data.info.label_names.get(str(i), str(i)) for i in range(k)]
     if (counts == 0).any():
-        missing = [data.info.label_names.get(str(i), str(i)) for i in torch.nonzero(counts == 0)[:, 0].tolist()]
+        missing = [names[i] for i in torch.nonzero(counts == 0)[:, 0].tolist()]
         raise FocusNetError(f"class-weighted loss needs every class in the training split; no examples of {missing}")
-    return (counts.sum() / (k * counts)).float()
+    if not data.info.multi_label:
+        return {"class_weights": (counts.sum() / (k * counts)).float()}
+    negatives = len(labels) - counts
+    if (negatives == 0).any():
+        always = [names[i] for i in torch.nonzero(negatives == 0)[:, 0].tolist()]
+        raise FocusNetError(f"class-weighted loss needs negatives of every label in the training split; every image has {always}")
+    return {"pos_weight": (negatives / counts).float()}
 
 
 def _batch_size(cfg: TrainConfig, spatial_dims: int, ctx: DistContext) -> int:
@@ -331,7 +342,7 @@ class _Run:
             to_channels_last(self.model, info.spatial_dims)
         self.amp = uses_autocast(ctx.device, cfg.amp, cfg.amp_cpu)
         torch.manual_seed(dropout_seed(cfg.seed, ctx.rank))
-        self.criterion = make_criterion(self.task, info.num_classes, cfg.loss, _class_weights(self.data, cfg), cfg.focal_gamma).to(ctx.device)
+        self.criterion = make_criterion(self.task, info.num_classes, cfg.loss, focal_gamma=cfg.focal_gamma, **_loss_weights(self.data, cfg)).to(ctx.device)
         self.val_criterion = copy.deepcopy(self.criterion).cpu()  # validation logits come back on the CPU
         self.loss_model: nn.Module = LossModel(self.model, self.criterion, cfg.prediction_loss_weight, cfg.step_loss_weight)
         if ctx.distributed:
