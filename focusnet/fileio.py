@@ -61,6 +61,16 @@ def write_json(path: str | os.PathLike, value) -> None:
     write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def check_writable_parent(path: str | os.PathLike) -> None:
+    """One-line FocusNetError, before any work, if the folder that is to hold `path` is missing
+    or not writable (so an export or a prediction run is not done only to be lost)."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise FocusNetError(f"cannot write {os.fspath(path)}: the folder {folder} does not exist (create it or choose another path)")
+    if not os.access(folder, os.W_OK):
+        raise FocusNetError(f"cannot write {os.fspath(path)}: the folder {folder} is not writable (choose another path)")
+
+
 def ensure_dir(path: str | os.PathLike) -> str:
     """Create `path` (and parents) or raise a one-line FocusNetError saying why not."""
     path = os.fspath(path)

@@ -128,6 +128,42 @@ def test_conversion_to_grey_levels_channels_and_size():
         pre(np.zeros((5, 28, 28, 28)))
 
 
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    """A camera JPEG is read upright, as viewers show it (EXIF Orientation 6: rotate 90 degrees clockwise)."""
+    a = np.zeros((20, 40), np.uint8)
+    a[:, :5] = 255  # a bright band on the left
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    upright = read_image(str(tmp_path / "rot.jpg"), 2)[..., 0]
+    assert upright.shape == (40, 20) and upright[:5].mean() > 200 and upright[-5:].mean() < 50  # the band is now on top
+
+
+def test_as_rgb_model_on_grey_data_is_fed_grey():
+    """A model trained with --as-rgb on a grey dataset saw R = G = B: colour becomes grey first.
+    Checkpoints before `source_channels` find the dataset's channels in the registry."""
+    tinted = np.zeros((SIZE, SIZE, 3), np.uint8) + np.array([200, 128, 128], np.uint8)
+    desc = {"spatial_dims": 2, "in_channels": 3, "size": SIZE, "mean": 0.5, "std": 0.5, "as_rgb": True, "flag": "breastmnist"}
+    for data in ({**desc, "source_channels": 1}, desc):
+        x = Preprocess.from_data(data)(tinted)
+        assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])
+        torch.testing.assert_close(x[0], Preprocess(2, 1, SIZE)(tinted)[0])
+    colour = Preprocess.from_data({**desc, "flag": "dermamnist", "source_channels": 3})(tinted)  # an RGB dataset stays RGB
+    assert not torch.equal(colour[0], colour[1])
+
+
+def test_3d_shrinking_counts_every_voxel():
+    """Axes that are not a multiple of the box: the last voxels still reach the model."""
+    pre = Preprocess(spatial_dims=3, in_channels=1, size=SIZE)
+    v = np.zeros((SIZE, SIZE, 3 * SIZE - 1), np.uint8)
+    v[:, :, -1] = 255
+    assert pre.resize(torch.from_numpy(v[None]).float())[0, :, :, -1].min() > 0
+    even = np.random.default_rng(3).integers(0, 256, (1, 2 * SIZE, 2 * SIZE, 2 * SIZE)).astype(np.float32)
+    boxed = torch.nn.functional.avg_pool3d(torch.from_numpy(even)[None], 2)[0]  # a multiple of the box: plain 2x2x2 means, as before
+    torch.testing.assert_close(pre.resize(torch.from_numpy(even)), torch.nn.functional.interpolate(boxed[None], size=(SIZE,) * 3, mode="trilinear", align_corners=False)[0])
+
+
 def write_dicom(path, pixels, z=0.0, instance=1, series="1.2.3.4", slope=1.0, intercept=0.0):
     pydicom = pytest.importorskip("pydicom")
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -275,6 +311,20 @@ def test_cli_all_bad_writes_nothing_and_stdout_table(run2d, tmp_path, capsys):
     Image.fromarray(image2d()).save(tmp_path / "ok.png")
     assert main(["predict", "--checkpoint", run2d, str(tmp_path / "ok.png"), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["predictions"][0]["file"].endswith("ok.png")
+
+
+def test_an_output_in_a_missing_folder_fails_before_any_work(run2d, tmp_path, capsys, monkeypatch):
+    """predict and export say so in one line up front: no overlays drawn, no export traced."""
+    Image.fromarray(image2d()).save(tmp_path / "ok.png")
+    missing = tmp_path / "nowhere"
+    args = ["predict", "--checkpoint", run2d, str(tmp_path / "ok.png"), "--overlay", str(tmp_path / "ov"), "--output", str(missing / "p.csv")]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"the folder {missing} does not exist" in line and not (tmp_path / "ov").exists()
+    monkeypatch.setattr(torch.jit, "trace", lambda *a, **k: pytest.fail("traced although the output cannot be written"))
+    assert main(["export", "--checkpoint", run2d, "--format", "torchscript", "--output", str(missing / "m.pt")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"the folder {missing} does not exist" in line and not missing.exists()
 
 
 def test_cli_a_lone_bad_input_is_one_error_line(run2d, tmp_path, capsys):

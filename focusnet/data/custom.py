@@ -60,7 +60,7 @@ IMAGE_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 IMAGE_3D = (".nii", ".nii.gz")
 PATH_COLUMNS = ("path", "image", "file", "filename")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-_FORMAT = 1  # bump when the cached files change meaning
+_FORMAT = 2  # bump when the cached files change meaning (2: EXIF orientation applied; 3D shrinking counts every voxel)
 
 
 @dataclass

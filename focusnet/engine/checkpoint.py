@@ -6,7 +6,7 @@ A model checkpoint (`best_model.pth`) is a dict of tensors and plain values, loa
     {"format": "focusnet", "version": 1,
      "model": {"name": "focusnet", ...all constructor values...},
      "data":  {"flag", "task", "num_classes", "label_names", "in_channels", "spatial_dims",
-               "size", "as_rgb", "mean", "std"},          # what predict needs to preprocess
+               "size", "as_rgb", "source_channels", "mean", "std"},  # what predict needs to preprocess
      "state_dict": {...}, "epoch": int, "metrics": {...}}
 
 `best_model.safetensors` holds the same weights, with everything else as JSON in its metadata.

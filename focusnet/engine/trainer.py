@@ -198,6 +198,7 @@ def data_description(data: MedMNISTData, cfg: TrainConfig) -> dict:
         "spatial_dims": info.spatial_dims,
         "size": cfg.size,
         "as_rgb": cfg.as_rgb,
+        "source_channels": info.n_channels,  # before --as-rgb: predict makes colour grey for a model that only saw grey
         "mean": 0.5,
         "std": 0.5,
     }

@@ -34,7 +34,7 @@ import torch
 
 from ..engine.checkpoint import load_checkpoint
 from ..errors import FocusNetError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_writable_parent
 from ..metrics import probabilities
 from ..tasks import MULTI_LABEL
 from .preprocess import Preprocess
@@ -67,6 +67,7 @@ def export_model(checkpoint: str, fmt: str = "onnx", output: str | None = None) 
     model = ck.build("cpu")
     pre = Preprocess.from_data(ck.data)
     output = output or os.path.join(os.path.dirname(os.path.abspath(ck.path)), "best_model" + SUFFIXES[fmt])
+    check_writable_parent(output)
     meta = json.dumps(_metadata(ck))
     example, check = _images(pre, EXPORT_BATCH, seed=0), _images(pre, CHECK_BATCH, seed=1)
     opset = OPSET[pre.spatial_dims] if fmt == "onnx" else None
@@ -194,5 +195,8 @@ def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: str
             traced = torch.jit.trace(model, (example,), check_trace=False)
     except Exception as e:  # noqa: BLE001 - as above
         raise _failure("torchscript", e) from None
-    with _quiet():  # torch.jit is deprecated in favour of torch.export; still the format asked for
-        torch.jit.save(traced, path, _extra_files={"focusnet.json": meta})
+    try:
+        with _quiet():  # torch.jit is deprecated in favour of torch.export; still the format asked for
+            torch.jit.save(traced, path, _extra_files={"focusnet.json": meta})
+    except RuntimeError as e:  # torch.jit reports a failed write (a full disk...) as RuntimeError, not OSError
+        raise FocusNetError(f"cannot write {path}: {str(e).splitlines()[0][:200]}") from None

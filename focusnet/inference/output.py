@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import FocusNetError
-from ..fileio import atomic_path, ensure_dir, write_text
+from ..fileio import atomic_path, check_writable_parent, ensure_dir, write_text
 from .predictor import Failure, Prediction, Predictor, load
 from .preprocess import to_grey_levels
 from .readers import find_inputs, read_image
@@ -176,6 +176,8 @@ def predict_files(checkpoint: str, inputs: list, fmt: str = "csv", output: str |
     written to `output` at the end, atomically, when anything succeeded."""
     if fmt not in FORMATS:
         raise FocusNetError(f"unknown format {fmt!r}; use csv or json")
+    if output:
+        check_writable_parent(output)
     predictor = load(checkpoint, device)
     if overlay and not predictor.has_fixations:
         raise FocusNetError(f"--overlay draws fixations, but {predictor.checkpoint.path} holds a {predictor.checkpoint.model_config['name']} model, which makes none; leave --overlay out")

@@ -8,11 +8,13 @@ feeds them as (x / 255 - mean) / std. An image from a file goes the same way:
    stretched min-max over the whole image or volume, so its lowest value is 0 and its highest
    255 (a constant image becomes 0). Booleans become 0 / 255; NaN and inf count as the minimum.
 2. channels: to grey with the ITU-R 601 luma weights (0.299 R + 0.587 G + 0.114 B, as Pillow's
-   "L") when the model takes one channel; grey repeated to RGB when it takes three. Alpha is
-   dropped.
+   "L") when the model takes one channel; grey repeated to RGB when it takes three. A model
+   trained with --as-rgb on a grey dataset saw only R = G = B: a colour image is made grey
+   first, then repeated. Alpha is dropped.
 3. size: resized to size x size (x size) without keeping the aspect ratio (MedMNIST images are
    square), bilinear with antialiasing in 2D, trilinear in 3D after a box filter when shrinking
-   by 2x or more along an axis (a 512 x 512 x 300 CT to 28^3 is not aliased).
+   by 2x or more along an axis (a 512 x 512 x 300 CT to 28^3 is not aliased; every voxel counts,
+   also where an axis is not a multiple of the box).
 4. rounded to whole grey levels in 0..255 (the training images were uint8), then
    (x / 255 - mean) / std with the checkpoint's mean and std.
 
@@ -23,6 +25,7 @@ axis, so the mapping holds for any original size.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.registry import get_dataset_info
 from ..errors import FocusNetError
 from .readers import read_image
 
@@ -45,11 +49,14 @@ class Preprocess:
     size: int
     mean: float = 0.5
     std: float = 0.5
+    grey_source: bool = False  # three channels made from grey ones (--as-rgb on grey data): colour in -> grey, repeated
 
     @classmethod
     def from_data(cls, data: dict) -> Preprocess:
         """From a checkpoint's data description."""
-        return cls(int(data["spatial_dims"]), int(data["in_channels"]), int(data["size"]), float(data["mean"]), float(data["std"]))
+        in_channels = int(data["in_channels"])
+        grey_source = bool(data.get("as_rgb")) and in_channels == 3 and _source_channels(data) == 1
+        return cls(int(data["spatial_dims"]), in_channels, int(data["size"]), float(data["mean"]), float(data["std"]), grey_source)
 
     def __call__(self, image) -> torch.Tensor:
         return self.prepare(image)[0]
@@ -67,10 +74,11 @@ class Preprocess:
     def channels(self, a: np.ndarray) -> np.ndarray:
         c = a.shape[-1]
         colour = a[..., :3] if c >= 3 else a[..., :1]  # drop alpha
+        grey = colour @ LUMA[:, None] if c >= 3 else colour
         if self.in_channels == 1:
-            return colour @ LUMA[:, None] if c >= 3 else colour
+            return grey
         if self.in_channels == 3:
-            return colour if c >= 3 else np.repeat(colour, 3, axis=-1)
+            return np.repeat(grey, 3, axis=-1) if self.grey_source or c < 3 else colour
         if c == self.in_channels:
             return a
         raise FocusNetError(f"the model takes {self.in_channels} channels; cannot make them from an image with {c}")
@@ -86,7 +94,8 @@ class Preprocess:
         else:
             k = tuple(max(1, n // self.size) for n in x.shape[2:])
             if max(k) > 1:  # box prefilter: trilinear alone would alias when shrinking a lot
-                x = F.avg_pool3d(x, k, stride=k)
+                # adaptive: boxes of about k voxels that cover the whole axis (a fixed k would drop n mod k at the end)
+                x = F.adaptive_avg_pool3d(x, [math.ceil(n / kk) for n, kk in zip(x.shape[2:], k)])
             x = F.interpolate(x, size=target, mode="trilinear", align_corners=False)
         return x[0]
 
@@ -114,6 +123,17 @@ def to_grey_levels(a: np.ndarray, name: str = "image") -> np.ndarray:
     if hi <= lo:
         return np.zeros(a.shape, np.float32)
     return ((a - lo) * (255.0 / (hi - lo))).astype(np.float32)
+
+
+def _source_channels(data: dict) -> int | None:
+    """Channels of the training dataset's own images (before --as-rgb), from the checkpoint or,
+    for checkpoints that predate the key, the dataset registry; None if unknown."""
+    if "source_channels" in data:
+        return int(data["source_channels"])
+    try:
+        return get_dataset_info(str(data["flag"])).n_channels
+    except (FocusNetError, KeyError):
+        return None
 
 
 def _name(image) -> str:

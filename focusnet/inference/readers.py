@@ -191,10 +191,11 @@ def _with_channels(a: np.ndarray, has_channels: bool, spatial_dims: int, source:
 
 
 def _read_pil(source: Source) -> tuple[np.ndarray, bool]:
-    from PIL import Image, ImageSequence
+    from PIL import Image, ImageOps, ImageSequence
 
     with Image.open(source.paths[0]) as im:
-        frames = [_pil_array(frame) for frame in ImageSequence.Iterator(im)]
+        # upright as every viewer shows it (a camera's JPEG stores its pixels rotated, with an EXIF orientation tag)
+        frames = [_pil_array(ImageOps.exif_transpose(frame)) for frame in ImageSequence.Iterator(im)]
     if len(frames) == 1:
         return frames[0]
     shapes = {f[0].shape for f in frames}
