@@ -197,20 +197,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .engine import evaluate_checkpoint
     from .engine.checkpoint import resolve_checkpoint_path
+    from .fileio import check_writable_parent, write_json
 
+    if args.output:
+        check_writable_parent(args.output)
     metrics = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir, args.device, args.batch_size)
     print(f"{args.split}: ACC {metrics['acc']:.4f} [{metrics['acc_ci'][0]:.3f}, {metrics['acc_ci'][1]:.3f}]  AUC {metrics['auc']:.4f} [{metrics['auc_ci'][0]:.3f}, {metrics['auc_ci'][1]:.3f}]  ECE {metrics['ece']:.4f}  (n={metrics['n']})")
     saved = os.path.join(os.path.dirname(os.path.abspath(resolve_checkpoint_path(args.checkpoint))), "metrics.json")
     if os.path.isfile(saved) and args.split in ("val", "test"):
-        with open(saved, encoding="utf-8") as f:
-            ref = json.load(f).get(args.split, {})
-        same = all(abs(ref.get(k, float("nan")) - metrics[k]) <= 1e-9 for k in ("acc", "auc"))
-        print(f"{'matches' if same else 'DIFFERS FROM'} {saved}")
+        print(_compared_with_saved(metrics, saved, args.split))
     if args.output:
-        from .fileio import write_json
-
         write_json(args.output, metrics)
     return 0
+
+
+def _compared_with_saved(metrics: dict, saved: str, split: str) -> str:
+    """Whether the fresh ACC and AUC equal those the run saved in its metrics.json."""
+    try:
+        with open(saved, encoding="utf-8") as f:
+            ref = json.load(f)[split]
+        same = all(abs(float(ref[k]) - metrics[k]) <= 1e-9 for k in ("acc", "auc"))
+    except (OSError, ValueError, KeyError, TypeError) as e:  # damaged or edited: say so, keep the fresh result
+        return f"cannot compare with {saved} ({type(e).__name__}: it is unreadable or lacks {split} acc/auc)"
+    return f"{'matches' if same else 'DIFFERS FROM'} {saved}"
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

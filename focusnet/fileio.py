@@ -62,8 +62,11 @@ def write_json(path: str | os.PathLike, value) -> None:
 
 
 def check_writable_parent(path: str | os.PathLike) -> None:
-    """One-line FocusNetError, before any work, if the folder that is to hold `path` is missing
-    or not writable (so an export or a prediction run is not done only to be lost)."""
+    """One-line FocusNetError, before any work, if `path` is a folder or the folder that is to
+    hold it is missing or not writable (so an export, evaluation or prediction run is not done
+    only to be lost)."""
+    if os.path.isdir(path):
+        raise FocusNetError(f"cannot write {os.fspath(path)}: it is a folder; give a file name")
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):
         raise FocusNetError(f"cannot write {os.fspath(path)}: the folder {folder} does not exist (create it or choose another path)")

@@ -154,6 +154,20 @@ def test_cli_evaluate_says_it_matches(run, capsys):
     assert "matches" in out and "AUC" in out
 
 
+def test_cli_evaluate_with_a_damaged_metrics_json_or_an_unwritable_output(run, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    folder = shutil.copytree(run.run_dir, tmp_path / "run")
+    for damaged in ('{"test": ', "[1, 2]", '{"test": {"acc": null, "auc": 0.5}}'):
+        (folder / "metrics.json").write_text(damaged)
+        assert main(["evaluate", "--checkpoint", str(folder), "--output", str(tmp_path / "m.json")]) == 0
+        assert "cannot compare with" in capsys.readouterr().out and json.loads((tmp_path / "m.json").read_text())["n"] > 0
+    monkeypatch.setattr("focusnet.engine.evaluate_checkpoint", lambda *a, **k: pytest.fail("evaluated although the output cannot be written"))
+    for bad, says in ((tmp_path / "nowhere" / "m.json", "does not exist"), (tmp_path, "it is a folder")):
+        assert main(["evaluate", "--checkpoint", str(folder), "--output", str(bad)]) == 2
+        assert says in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flag,model", [("synth-lesion-binary", "focusnet"), ("synth-lesion-multilabel", "focusnet"), ("synth-lesion3d", "focusnet"), ("synth-lesion", "smallcnn")])
 def test_every_task_type_and_baseline_trains(data_dir, tmp_path, flag, model):
     options = TINY["model_options"] if model == "focusnet" else {}
@@ -367,6 +381,8 @@ def test_step_loss_adds_the_mean_loss_of_the_earlier_steps():
             TrainConfig(dataset="synth-lesion", lr=bad).resolved()
     with pytest.raises(FocusNetError, match="n-boot .* must be >= 1"):  # checked before training, not after the last epoch
         TrainConfig(dataset="synth-lesion", n_boot=0).resolved()
+    with pytest.raises(FocusNetError, match="seed must be >= 0"):  # the bootstrap's generator would refuse it after training
+        TrainConfig(dataset="synth-lesion", seed=-1).resolved()
     # the earlier steps' loss reaches the weights (no detached step logits), and the flag reaches the config
     model.train()
     (LossModel(model, criterion, 0.1, step_loss_weight=0.5)(x, y)[0] - LossModel(model, criterion, 0.1)(x, y)[0]).backward()

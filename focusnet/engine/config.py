@@ -100,6 +100,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise FocusNetError(f"{name.replace('_', '-')} must be a finite number >= 0 (0: off), got {value}")
+        if self.seed < 0:  # numpy's generators (the bootstrap) take no negative seed: it would fail after training
+            raise FocusNetError(f"seed must be >= 0, got {self.seed}")
         if self.n_boot < 1:
             raise FocusNetError(f"n-boot (bootstrap resamples for the confidence intervals) must be >= 1, got {self.n_boot}")
         if self.compile:
