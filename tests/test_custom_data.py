@@ -272,3 +272,21 @@ def test_other_layout_errors(tmp_path):
     assert "resized to 28..224" in _error(three, size=300)
     (three / "train" / "a" / "notes.txt").write_text("x")
     assert "unsupported file type .txt" in _error(three)
+
+
+def test_npz_layouts_channel_last_one_is_2d_channel_first_is_refused_and_truncated_is_one_line(tmp_path):
+    """(N, H, W, 1) is 2D grey (it was read as a stack of thin volumes); (N, 1, H, W) is refused
+    with the fix; a truncated file is one FocusNetError line, not a BadZipFile traceback."""
+    path = make_npz(tmp_path / "grey.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(tmp_path / "hw1.npz", **{k: v[..., None] if k.endswith("images") else v for k, v in arrays.items()})
+    prep = prepare_custom(str(tmp_path / "hw1.npz"), 28)
+    info = get_dataset_info(prep.flag)
+    assert info.spatial_dims == 2 and info.n_channels == 1
+    np.savez(tmp_path / "chw.npz", **{k: v[:, None] if k.endswith("images") else v for k, v in arrays.items()})
+    with pytest.raises(FocusNetError, match=r"looks channels-first.*np.moveaxis\(images, 1, -1\)"):
+        prepare_custom(str(tmp_path / "chw.npz"), 28)
+    (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:300])
+    with pytest.raises(FocusNetError, match="not a readable .npz"):
+        prepare_custom(str(tmp_path / "cut.npz"), 28)

@@ -84,6 +84,12 @@ def test_good_download(server, tmp_path):
     dest = tmp_path / "fakedl.npz"
     assert download_file(f"{server}/good/fakedl.npz", str(dest), GOOD_MD5, quiet=True) == str(dest)
     assert dest.read_bytes() == GOOD and os.listdir(tmp_path) == ["fakedl.npz"]
+    mask = os.umask(0o022)  # readable by others, as a file made by open() is (the temporary file was 0600)
+    try:
+        download_file(f"{server}/good/fakedl.npz", str(tmp_path / "shared.npz"), GOOD_MD5, quiet=True)
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "shared.npz").stat().st_mode & 0o777 == 0o644
 
 
 def test_download_without_md5(server, tmp_path):

@@ -207,3 +207,22 @@ def test_loader_handles_strided_image_views(layout):
     x, _, idx = next(iter(TensorLoader(SplitArrays(images, torch.zeros(10, 1, dtype=torch.int64)), 4, shuffle=True)))
     assert x.shape == (4, 3, 8, 8) and x.is_contiguous()
     torch.testing.assert_close(x, images[idx].float() / 127.5 - 1, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_augment_keeps_left_and_right_when_a_label_names_a_side(dims):
+    """OrganMNIST's kidney-left / kidney-right: no flip along the width (left / right) axis; other
+    datasets flip every axis."""
+    from focusnet.data import get_dataset_info
+    from focusnet.data.augment import label_preserving_flip_axes
+
+    organ = get_dataset_info("organmnist3d" if dims == 3 else "organamnist").label_names
+    assert label_preserving_flip_axes(organ, dims) == tuple(range(-dims, -1))
+    assert label_preserving_flip_axes(get_dataset_info("pneumoniamnist").label_names, dims) == tuple(range(-dims, 0))
+    x = torch.zeros((64, 1) + (16,) * dims)
+    x[..., :3] = 1  # bright along the left edge
+    out = Augment(dims, flip_axes=label_preserving_flip_axes(organ, dims))(x, torch.Generator().manual_seed(0))
+    left, right = out[..., :8].flatten(1).sum(1), out[..., 8:].flatten(1).sum(1)
+    assert (left > right).all()
+    mirrored = Augment(dims)(x, torch.Generator().manual_seed(0))
+    assert (mirrored[..., 8:].flatten(1).sum(1) > mirrored[..., :8].flatten(1).sum(1)).any()  # the default flips some

@@ -9,11 +9,23 @@ device.
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import FocusNetError
+
+
+_SIDE = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def label_preserving_flip_axes(label_names: dict[str, str], spatial_dims: int) -> tuple[int, ...]:
+    """Flip axes that keep every label true: all spatial axes, but not the width axis (left /
+    right in MedMNIST's images and volumes) when a class names a side, as OrganMNIST's
+    kidney-left / kidney-right do (a flip would turn one into the other)."""
+    axes = tuple(range(-spatial_dims, 0))
+    return axes[:-1] if any(_SIDE.search(name) for name in label_names.values()) else axes
 
 
 class Augment:

@@ -33,6 +33,8 @@ import json
 import os
 import re
 import sys
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -464,13 +466,13 @@ def _collect_npz(src: str, sidecar: dict, size) -> tuple[dict[str, _Split], list
     try:
         with np.load(src, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a truncated or damaged file
         raise FocusNetError(f"{src}: not a readable .npz ({type(e).__name__}: {str(e)[:120]})") from None
     missing = [f"{s}_{k}" for s in ("train", "test") for k in ("images", "labels") if f"{s}_{k}" not in arrays]
     if missing:
         raise FocusNetError(f"{src} lacks {', '.join(missing)}: a MedMNIST-format file has train_/val_/test_ images and labels (val optional)")
     present = [s for s in SPLITS if f"{s}_images" in arrays]
-    dims = sidecar.get("spatial_dims") or (2 if arrays["train_images"].ndim == 3 or arrays["train_images"].shape[-1] == 3 else 3)
+    dims = sidecar.get("spatial_dims") or _npz_spatial_dims(arrays["train_images"].shape, f"{src}: train_images")
     splits = {}
     for s in present:
         images, labels = arrays[f"{s}_images"], arrays.get(f"{s}_labels")
@@ -485,12 +487,23 @@ def _collect_npz(src: str, sidecar: dict, size) -> tuple[dict[str, _Split], list
     return splits, names
 
 
+def _npz_spatial_dims(shape: tuple[int, ...], where: str) -> int:
+    """2 or 3 from an image array's shape: (N, H, W) and channels-last (N, H, W, 1 | 3) are 2D,
+    (N, D, H, W) and (N, D, H, W, 1 | 3) 3D; a channels-first (N, 1 | 3, H, W) is refused rather
+    than read as thin volumes (the sidecar's "spatial_dims" settles any other doubt)."""
+    if len(shape) == 4 and shape[-1] not in (1, 3) and shape[1] in (1, 3):
+        raise FocusNetError(f"{where} has shape {shape}, which looks channels-first; MedMNIST format is channels-last: save np.moveaxis(images, 1, -1)")
+    if len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3)):
+        return 2
+    return 3
+
+
 def _npz_images(a: np.ndarray, dims: int, size, where: str) -> np.ndarray:
-    """(N, *S) / (N, *S, 3) uint8 -> (N, C, *S') uint8 at the target size."""
+    """(N, *S) / (N, *S, 1 | 3) uint8 -> (N, C, *S') uint8 at the target size."""
     if a.dtype != np.uint8:
         raise FocusNetError(f"{where} is {a.dtype}; MedMNIST-format images are uint8 (0..255)")
-    if a.ndim not in (dims + 1, dims + 2) or (a.ndim == dims + 2 and a.shape[-1] != 3):
-        raise FocusNetError(f"{where} has shape {a.shape}; expected (N, H, W), (N, H, W, 3) or (N, D, H, W)")
+    if a.ndim not in (dims + 1, dims + 2) or (a.ndim == dims + 2 and a.shape[-1] not in (1, 3)):
+        raise FocusNetError(f"{where} has shape {a.shape}; expected (N, H, W), (N, H, W, 1 | 3), (N, D, H, W) or (N, D, H, W, 1 | 3)")
     a = a[:, None] if a.ndim == dims + 1 else np.moveaxis(a, -1, 1)
     spatial = a.shape[2:]
     if size == "native":

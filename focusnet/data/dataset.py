@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,7 +159,7 @@ def _read_arrays(path: str, keys: list[str]) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in keys}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError) as e:
         raise FocusNetError(f"Cannot read {path} ({type(e).__name__}: {e}); delete it and run again.") from None
 
 

@@ -58,6 +58,7 @@ def download_file(url: str, dest_path: str, md5: str | None, timeout: float = 60
                 f"nothing was saved. Run again, or download it yourself into {folder}/ as "
                 f"{os.path.basename(dest_path)}."
             )
+        os.chmod(part, _default_file_mode())  # mkstemp made it private (0600); a shared data folder needs it readable
         os.replace(part, dest_path)
         return dest_path
     except FocusNetError:
@@ -67,6 +68,13 @@ def download_file(url: str, dest_path: str, md5: str | None, timeout: float = 60
     finally:
         if os.path.exists(part):
             os.remove(part)
+
+
+def _default_file_mode() -> int:
+    """The mode a file created with open() gets: 0o666 less the process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _fetch(url: str, out, timeout: float, quiet: bool | None) -> str:

@@ -46,6 +46,7 @@ from ..data import (
     load_dataset,
     prepare_custom,
 )
+from ..data.augment import label_preserving_flip_axes
 from ..data.custom import flag_hint as custom_flag
 from ..errors import FocusNetError
 from ..fileio import atomic_path, ensure_dir, link_latest, write_json, write_text
@@ -364,7 +365,8 @@ class _Run:
     def _train_loader(self) -> TensorLoader:
         split, cfg, ctx = self.data.splits["train"], self.cfg, self.ctx
         per_rank = math.ceil(len(split) / ctx.world_size)
-        augment = Augment(self.data.info.spatial_dims) if cfg.augment else None
+        info = self.data.info
+        augment = Augment(info.spatial_dims, flip_axes=label_preserving_flip_axes(info.label_names, info.spatial_dims)) if cfg.augment else None
         # BatchNorm cannot train on a last batch of one sample; drop it in that one case.
         common = {"seed": cfg.seed, "drop_last": per_rank % self.batch_size == 1, "device": ctx.device, "augment": augment, "rank": ctx.rank, "world_size": ctx.world_size}
         if cfg.balanced_sampling:
