@@ -83,6 +83,8 @@ def get_auc(y_true: np.ndarray, y_score: np.ndarray, task: str) -> float:
     """AUC as `medmnist.evaluator.getAUC`: mean per-label / one-vs-rest ROC AUC, or the
     last column's ROC AUC for binary-class."""
     y, s = _prepare(y_true, y_score, task)
+    if len(y) == 0:
+        raise FocusNetError("AUC is undefined on no samples; pass a non-empty split")
     aucs = []
     for i, (t, p) in enumerate(_binary_columns(y, s, task)):
         if np.all(t == t[0]):

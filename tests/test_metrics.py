@@ -82,6 +82,8 @@ def test_refuses_logits_and_bad_shapes():
         get_acc(y, s, "regression")
     with pytest.raises(FocusNetError, match="single class"):
         get_auc(np.zeros((50, 1), int), s[:, :2] / s[:, :2].sum(1, keepdims=True), BINARY)
+    with pytest.raises(FocusNetError, match="no samples"):  # was an IndexError
+        get_auc(np.zeros((0, 1), int), np.zeros((0, 2)), BINARY)
 
 
 def test_probabilities():
