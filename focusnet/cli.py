@@ -260,13 +260,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_hit_rate(args: argparse.Namespace) -> int:
+    from .fileio import check_writable_parent, write_json
     from .viz import checkpoint_hit_rate, format_hit_rate
 
+    if args.output:
+        check_writable_parent(args.output)
     result = checkpoint_hit_rate(args.checkpoint, args.split, args.data_dir, args.n, args.device, args.seed)
     print(format_hit_rate(result))
     if args.output:
-        from .fileio import write_json
-
         write_json(args.output, result)
     return 0
 

@@ -52,6 +52,7 @@ def test_config_presets_resolve():
     strong = TrainConfig(preset="strong", lr=5e-4).resolved()
     assert (strong.optimizer, strong.lr, strong.scheduler, strong.augment) == ("adamw", 5e-4, "cosine", True)
     assert TrainConfig.from_dict(strong.to_dict()) == strong
+    assert TrainConfig(data_dir="rel/data").resolved().data_dir == os.path.abspath("rel/data")  # config.json works from any folder
 
 
 @pytest.mark.parametrize("bad", [{"preset": "fast"}, {"epochs": 0}, {"optimizer": "lion"}, {"milestones": (0.5, 1.5)}, {"device": "tpu"}])

@@ -95,6 +95,16 @@ def test_report_and_hit_rate_commands(runs, tmp_path, capsys):
     assert "fixation hit rate" in capsys.readouterr().out
     result = json.load(open(tmp_path / "h.json"))
     assert result["n"] == SPLITS[3][2] and 0 <= result["hit_rate"] <= 1
+    # refused in one line before any work: no images, or an output that cannot be written
+    for args, says in (
+        (["report", runs[2], "--n", "0"], "--n >= 1"),
+        (["hit-rate", "--checkpoint", runs[3], "--n", "-1"], "--n must be >= 1"),
+        (["report", runs[2], "--out", str(tmp_path / "nowhere" / "r.html")], "does not exist"),
+        (["hit-rate", "--checkpoint", runs[3], "--output", str(tmp_path / "nowhere" / "h.json")], "does not exist"),
+    ):
+        assert main([*args, "--device", "cpu"]) == 2, args
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert says in line, line
 
 
 def test_visualize_refuses_another_dataset(runs, capsys):
@@ -189,6 +199,25 @@ def test_pathway_maps_are_what_the_gate_mixes():
     assert list(maps) == ["m", "p", "k"] and all(m.shape == (2, 16, 4, 4) for m in maps.values())
     mixed = sum(gates[:, i, None, None, None] * m for i, m in enumerate(maps.values())) * 3
     torch.testing.assert_close(fused, mixed)
+
+
+@pytest.mark.parametrize("options,side", [({}, 28), ({"fovea_scaling": "pixels"}, 64)])
+def test_figures_show_the_glimpses_the_model_took(options, side):
+    """The pathway and receptive-field figures re-take each step's glimpse: the glance through the
+    glance sensor (28 samples, not the 16 of a fixation), fixations at this image size's fovea."""
+    from focusnet.models import EnhancedFocusNet2D
+    from focusnet.viz.pathways import glimpse_at
+
+    torch.manual_seed(0)
+    model = EnhancedFocusNet2D(1, 3, width=8, feature_channels=16, hidden_size=32, **options).eval()
+    taken, encode = [], model._encode
+    model._encode = lambda glimpse, view: (taken.append(glimpse), encode(glimpse, view))[1]
+    x = torch.randn(2, 1, side, side)
+    with torch.no_grad():
+        trace = model.forward_trace(x)
+        for step, glimpse in enumerate(taken):
+            torch.testing.assert_close(glimpse_at(model, x, trace.fixations, trace.half_widths, step), glimpse, rtol=0, atol=0)
+    assert taken[0].shape[-1] == 28 and taken[1].shape[-1] == 16
 
 
 def test_official_numbers_quoted_with_source():

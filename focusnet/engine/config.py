@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -77,6 +78,8 @@ class TrainConfig:
         if self.preset not in PRESETS:
             raise FocusNetError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
         filled = {k: v for k, v in PRESETS[self.preset].items() if getattr(self, k) is None}
+        if self.data_dir:  # config.json names it for evaluate, report, visualize and --resume, run from any folder
+            filled["data_dir"] = os.path.abspath(os.path.expanduser(self.data_dir))
         cfg = replace(self, **filled, milestones=tuple(self.milestones), model_options=dict(self.model_options))
         cfg._check()
         return cfg

@@ -214,6 +214,13 @@ class FocusNet(nn.Module):
             state = {k: state[k][keep] for k in ("h", "h_sum", "h_glance", "center", "keys", "saliency", "peaks", "visited") if state.get(k) is not None}
         return logits, steps_taken
 
+    def glimpse_at(self, x: torch.Tensor, center: torch.Tensor, half_width: torch.Tensor, step: int) -> torch.Tensor:
+        """The glimpse of `step` (0: the glance) at a fixation from forward_trace, as the model took
+        it: x (B, C, *S), center (B, d), half_width (B,) -> (B, num_scales * C, *G). Also selects
+        the step's norm statistics, so `encoder` reads it as the model did (for figures)."""
+        set_view(self, min(step, 1))
+        return self._look(ImagePyramid(x), center, half_width, step)
+
     # --- one step of looking ----------------------------------------------------------------
     def _initial_state(self, x: torch.Tensor) -> dict:
         b, d = x.shape[0], self.config.spatial_dims
@@ -223,11 +230,10 @@ class FocusNet(nn.Module):
         """Choose where to look (the glance at t = 0), look, integrate, read out."""
         cfg, h = self.config, previous["h"]
         if t == 0:
-            center, half_width, nominal = torch.zeros_like(previous["center"]), h.new_ones(h.shape[0]), 1.0
+            center, half_width = torch.zeros_like(previous["center"]), h.new_ones(h.shape[0])
         else:
-            nominal = self._fovea(pyramid)
-            center, half_width = self._fixate(h, previous["keys"], previous.get("saliency"), previous.get("peaks"), previous["visited"], nominal)
-        glimpse = (self.glance_sensor if t == 0 else self.sensor)(pyramid, center, half_width, nominal)
+            center, half_width = self._fixate(h, previous["keys"], previous.get("saliency"), previous.get("peaks"), previous["visited"], self._fovea(pyramid))
+        glimpse = self._look(pyramid, center, half_width, t)
         feature_map, features, gates = self._encode(glimpse, view=min(t, 1))
         location = self.location(torch.cat([center, half_width.log()[:, None]], dim=1))
         gain = self._suppression_gain(center - previous["center"]) if t > 0 else None
@@ -252,6 +258,12 @@ class FocusNet(nn.Module):
             if cfg.saliency:
                 step["saliency"], step["peaks"] = bottom_up_saliency(glimpse[:, : cfg.in_channels], feature_map.shape[2])
         return step
+
+    def _look(self, pyramid: ImagePyramid, center: torch.Tensor, half_width: torch.Tensor, t: int) -> torch.Tensor:
+        """The glance sensor over the whole image at t = 0, else the foveal sensor at this size's fovea."""
+        if t == 0:
+            return self.glance_sensor(pyramid, center, half_width, 1.0)
+        return self.sensor(pyramid, center, half_width, self._fovea(pyramid))
 
     def _readout(self, step: dict, t: int) -> torch.Tensor:
         """-> (B, H) what the head reads after step t. "mean": the mean state over all steps so far,

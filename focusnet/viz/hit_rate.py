@@ -53,6 +53,8 @@ def hit_rate(fixations: np.ndarray, lesions: np.ndarray, n_random: int = 32, see
 
 def checkpoint_hit_rate(model_path: str, split: str = "test", data_dir: str | None = None, n: int | None = None, device: str | torch.device = "cpu", seed: int = 0) -> dict:
     """Hit rate of a trained model on a split of its (synthetic) dataset; n: a random subset."""
+    if n is not None and n < 1:
+        raise FocusNetError(f"--n must be >= 1 (or left out for the whole split), got {n}")
     run = load_run_model(model_path, device)
     if not run.require_focusnet("a fixation hit rate").config.num_saccades:
         raise FocusNetError("the model makes no saccades (num_saccades=0): there is no fixation hit rate")

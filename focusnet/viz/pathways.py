@@ -13,8 +13,6 @@ import torch
 from matplotlib.figure import Figure
 
 from ..models.focusnet import FocusNet
-from ..models.glimpse import ImagePyramid
-from ..models.layers import set_view
 from ..tasks import MULTI_LABEL
 from .common import Looked, RunModel, centre_slice, new_figure, show_image
 
@@ -22,11 +20,10 @@ PATHWAY_NAMES = {"m": "M (magno)", "p": "P (parvo)", "k": "K (konio)"}
 
 
 def glimpse_at(model: FocusNet, x: torch.Tensor, fixations: torch.Tensor, half_widths: torch.Tensor, step: int) -> torch.Tensor:
-    """The glimpse of `step` as the model took it: x (B, C, *S), fixations (B, T+1, d),
-    half_widths (B, T+1) -> (B, R*C, *G), fovea channels first. Also selects the step's norm view."""
-    nominal = 1.0 if step == 0 else model.config.fovea
-    set_view(model, min(step, 1))
-    return model.sensor(ImagePyramid(x), fixations[:, step], half_widths[:, step], nominal)
+    """The glimpse of `step` as the model took it (the glance sensor at step 0, the fovea for this
+    image size after): x (B, C, *S), fixations (B, T+1, d), half_widths (B, T+1) -> (B, R*C, *G),
+    fovea channels first. Also selects the step's norm view."""
+    return model.glimpse_at(x, fixations[:, step], half_widths[:, step], step)
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..data import load_dataset
 from ..errors import FocusNetError
-from ..fileio import write_text
+from ..fileio import check_writable_parent, write_text
 from ..metrics import load_official_csv, reliability_curve
 from ..official import official_numbers
 from ..tasks import BINARY, MULTI_LABEL
@@ -238,6 +238,10 @@ def hit_rate_html(rate: dict) -> str:
 
 def write_report(run_dir: str, out: str | None = None, n: int = 8, data_dir: str | None = None, device: str | torch.device = "cpu", seed: int = 0, pool: int = 256) -> str:
     """Build <run_dir>/report.html (or `out`) from the run folder; returns its path."""
+    if n < 1 or pool < 1:
+        raise FocusNetError(f"the gallery needs --n >= 1 images (and a pool >= 1), got n={n}, pool={pool}")
+    if out:
+        check_writable_parent(out)
     run_dir = os.path.dirname(os.path.abspath(run_dir)) if os.path.isfile(run_dir) else run_dir
     if not os.path.isdir(run_dir):
         raise FocusNetError(f"run folder {run_dir} not found")
