@@ -157,3 +157,15 @@ def test_resume_on_the_same_world_size_is_identical(tmp_path, data_dir):
     a, b = (torch.load(os.path.join(d, "last.pth"), weights_only=True)["model"] for d in (full, parted))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _metrics(parted)["test"] == _metrics(full)["test"]
+
+
+def test_a_data_error_under_torchrun_is_one_line_from_rank_0(tmp_path):
+    """Rank 0 fails to load the data: the other rank stops quietly with it (it failed at the
+    barrier with a connection-reset traceback of ours), and the error is printed once."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = _focusnet(["train", "--dataset", "breastmnist", "--no-download", "--data-dir", str(empty), "--device", "cpu", *TINY], 2, tmp_path)
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.splitlines() if "focusnet train: error:" in line]
+    assert len(lines) == 1 and "breastmnist" in lines[0], r.stderr[-2000:]
+    assert "[rank1]" not in r.stderr and "focusnet/engine" not in r.stderr, r.stderr[-3000:]  # (torchrun itself still reports the exit codes)

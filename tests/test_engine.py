@@ -52,7 +52,11 @@ def test_config_presets_resolve():
     strong = TrainConfig(preset="strong", lr=5e-4).resolved()
     assert (strong.optimizer, strong.lr, strong.scheduler, strong.augment) == ("adamw", 5e-4, "cosine", True)
     assert TrainConfig.from_dict(strong.to_dict()) == strong
-    assert TrainConfig(data_dir="rel/data").resolved().data_dir == os.path.abspath("rel/data")  # config.json works from any folder
+    relative = TrainConfig(data_dir="rel/data", data="skin/").resolved()  # config.json works from any folder
+    assert (relative.data_dir, relative.data) == (os.path.abspath("rel/data"), os.path.abspath("skin"))
+    for name in ("num_threads", "max_batches"):
+        with pytest.raises(FocusNetError, match=f"{name.replace('_', '-')} must be >= 0"):  # was a traceback from torch
+            TrainConfig(**{name: -1}).resolved()
 
 
 @pytest.mark.parametrize("bad", [{"preset": "fast"}, {"epochs": 0}, {"optimizer": "lion"}, {"milestones": (0.5, 1.5)}, {"device": "tpu"}])
@@ -153,6 +157,16 @@ def test_cli_evaluate_says_it_matches(run, capsys):
     assert main(["evaluate", "--checkpoint", os.path.join(run.run_dir, "best_model.pth")]) == 0
     out = capsys.readouterr().out
     assert "matches" in out and "AUC" in out
+
+
+def test_evaluate_comparison_with_the_saved_metrics(tmp_path):
+    from focusnet.cli import _compared_with_saved
+
+    saved = tmp_path / "metrics.json"
+    saved.write_text(json.dumps({"test": {"acc": 0.75, "auc": 0.5225020}}))
+    assert _compared_with_saved({"acc": 0.75, "auc": 0.5225020}, str(saved), "test") == f"matches {saved}"
+    assert "up to float rounding" in _compared_with_saved({"acc": 0.75, "auc": 0.5225}, str(saved), "test")  # a torchrun run's sums
+    assert _compared_with_saved({"acc": 0.70, "auc": 0.5225}, str(saved), "test").startswith("DIFFERS FROM")
 
 
 def test_cli_evaluate_with_a_damaged_metrics_json_or_an_unwritable_output(run, tmp_path, capsys, monkeypatch):

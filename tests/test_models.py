@@ -128,6 +128,8 @@ def test_fovea_in_pixels_keeps_its_pixel_footprint_on_larger_images():
             assert torch.allclose(pixel_scaled.forward_trace(x).half_widths[:, 1:], torch.tensor(expected))
     with pytest.raises(ValueError, match="fovea_scaling"):
         EnhancedFocusNet2D(1, 2, fovea_scaling="mm")
+    with pytest.raises(ValueError, match="hidden_size must be >= 1"):  # trained into a non-finite loss before
+        EnhancedFocusNet2D(1, 2, hidden_size=0)
 
 
 def test_bottom_up_saliency_peaks_where_something_differs_from_its_surround():

@@ -78,8 +78,9 @@ class TrainConfig:
         if self.preset not in PRESETS:
             raise FocusNetError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
         filled = {k: v for k, v in PRESETS[self.preset].items() if getattr(self, k) is None}
-        if self.data_dir:  # config.json names it for evaluate, report, visualize and --resume, run from any folder
-            filled["data_dir"] = os.path.abspath(os.path.expanduser(self.data_dir))
+        for name in ("data_dir", "data"):  # config.json names them for evaluate, report, --resume and --config, run from any folder
+            if getattr(self, name):
+                filled[name] = os.path.abspath(os.path.expanduser(getattr(self, name)))
         cfg = replace(self, **filled, milestones=tuple(self.milestones), model_options=dict(self.model_options))
         cfg._check()
         return cfg
@@ -103,6 +104,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise FocusNetError(f"{name.replace('_', '-')} must be a finite number >= 0 (0: off), got {value}")
+        for name, zero in (("num_threads", "torch's default"), ("max_batches", "no cap")):
+            if getattr(self, name) < 0:
+                raise FocusNetError(f"{name.replace('_', '-')} must be >= 0 (0: {zero}), got {getattr(self, name)}")
         if self.seed < 0:  # numpy's generators (the bootstrap) take no negative seed: it would fail after training
             raise FocusNetError(f"seed must be >= 0, got {self.seed}")
         if self.n_boot < 1:

@@ -48,7 +48,7 @@ from ..data import (
 )
 from ..data.augment import label_preserving_flip_axes
 from ..data.custom import flag_hint as custom_flag
-from ..errors import FocusNetError
+from ..errors import FocusNetError, shared_error
 from ..fileio import atomic_path, ensure_dir, link_latest, write_json, write_text
 from ..flops import count_flops, count_params
 from ..metrics import official_csv_name, save_official_csv, single_class_columns
@@ -86,6 +86,7 @@ class TrainingStopped(FocusNetError):
     """SIGINT/SIGTERM: stopped at a safe point; the run can be resumed."""
 
     exit_code = 130
+    shared = True  # all ranks stop at the same batch (broadcast_flag)
 
 
 @dataclass
@@ -152,18 +153,24 @@ def _load_data(cfg: TrainConfig, ctx: DistContext) -> tuple[MedMNISTData, TrainC
     """-> (data, cfg, split record). With `cfg.data` the user's files are converted (once, cached)
     into a registered custom-<name> dataset; the returned cfg names its flag, size and folder,
     so the run folder's config.json lets evaluate/report/visualize load it again."""
-    # Rank 0 downloads, generates or converts first; the others then read the finished file.
-    if not ctx.is_main:
-        barrier(ctx)
-    record = None
-    if cfg.data:
-        prep = prepare_custom(cfg.data, cfg.size, cfg.task, cfg.on_bad_image)
-        cfg = replace(cfg, dataset=prep.flag, size=prep.size, data_dir=prep.data_dir)
-        record = prep.record
-    data = load_dataset(cfg.dataset, cfg.size, cfg.data_dir, download=cfg.download, as_rgb=cfg.as_rgb)
+    # Rank 0 downloads, generates or converts first; the others then read the finished file, or
+    # stop with rank 0's error (which rank 0 prints) instead of failing at a collective.
+    if not ctx.is_main and (failure := broadcast_object(None, ctx)):
+        raise shared_error(failure)
+    try:
+        record = None
+        if cfg.data:
+            prep = prepare_custom(cfg.data, cfg.size, cfg.task, cfg.on_bad_image)
+            cfg = replace(cfg, dataset=prep.flag, size=prep.size, data_dir=prep.data_dir)
+            record = prep.record
+        data = load_dataset(cfg.dataset, cfg.size, cfg.data_dir, download=cfg.download, as_rgb=cfg.as_rgb)
+        _check_scorable(data)
+    except FocusNetError as e:
+        if ctx.is_main:
+            broadcast_object(str(e), ctx)
+        raise
     if ctx.is_main:
-        barrier(ctx)
-    _check_scorable(data)
+        broadcast_object(None, ctx)
     return data, cfg, record
 
 
@@ -287,7 +294,11 @@ def train(config: TrainConfig, resume: str | None = None, run_dir: str | None = 
     state = None
     if resume:
         run_dir, state, config = _resume_state(resume, config, given)
-    cfg = config.resolved()
+    try:
+        cfg = config.resolved()
+    except FocusNetError as e:  # a bad option: every process finds the same
+        e.shared = True
+        raise
     ctx = init_distributed(cfg.device)
     try:
         return _Run(cfg, ctx, run_dir, state, link).execute()

@@ -95,6 +95,8 @@ class FocusNetConfig:
             raise ValueError(f"saliency must be >= 0, got {self.saliency}")
         if self.in_channels < 1 or self.num_classes < 1:
             raise ValueError("in_channels and num_classes must be >= 1")
+        if min(self.width, self.feature_channels, self.hidden_size) < 1:
+            raise ValueError(f"width, feature_channels and hidden_size must be >= 1, got {self.width}, {self.feature_channels}, {self.hidden_size}")
 
     @classmethod
     def from_dict(cls, values: dict) -> FocusNetConfig:
