@@ -290,3 +290,15 @@ def test_npz_layouts_channel_last_one_is_2d_channel_first_is_refused_and_truncat
     (tmp_path / "cut.npz").write_bytes(path.read_bytes()[:300])
     with pytest.raises(FocusNetError, match="not a readable .npz"):
         prepare_custom(str(tmp_path / "cut.npz"), 28)
+
+
+def test_a_custom_dataset_is_found_in_its_recorded_folder_after_the_cache_moved(tmp_path, monkeypatch):
+    """evaluate/visualize pass the run's recorded data folder: it is enough, whatever
+    FOCUSNET_CACHE_DIR says now; without it the error names where it looked and the fixes."""
+    prep = prepare_custom(str(make_npz(tmp_path / "skin.npz")), 28)
+    monkeypatch.setenv("FOCUSNET_CACHE_DIR", str(tmp_path / "another_cache"))
+    registry._registry().pop(prep.flag)
+    with pytest.raises(FocusNetError, match=r"is not in .*another_cache.*pass --data-dir"):
+        load_dataset(prep.flag, 28)
+    data = load_dataset(prep.flag, 28, prep.data_dir)
+    assert data.info.flag == prep.flag and len(data.splits["test"]) == 12

@@ -102,10 +102,11 @@ def custom_cache_root() -> str:
     return os.path.join(root, "custom")
 
 
-def lookup_info(flag: str) -> DatasetInfo | None:
-    """The DatasetInfo of a custom flag built earlier (in any process), or None."""
-    meta = _read_meta(os.path.join(custom_cache_root(), flag.lower()))
-    return _info_from_meta(meta) if meta else None
+def lookup_info(flag: str, folder: str | None = None) -> DatasetInfo | None:
+    """The DatasetInfo of a custom flag built earlier (in any process), or None. folder: its
+    cache folder (a run's recorded data folder), default under the current cache root."""
+    meta = _read_meta(folder or os.path.join(custom_cache_root(), flag.lower()))
+    return _info_from_meta(meta) if meta and str(meta["info"].get("flag", "")).lower() == flag.lower() else None
 
 
 def prepare_custom(path: str, size: int | str = 28, task: str | None = None, on_bad_image: str = "fail", val_fraction: float = VAL_FRACTION, split_seed: int = SPLIT_SEED) -> Prepared:
