@@ -493,7 +493,7 @@ def _npz_spatial_dims(shape: tuple[int, ...], where: str) -> int:
     (N, D, H, W) and (N, D, H, W, 1 | 3) 3D; a channels-first (N, 1 | 3, H, W) is refused rather
     than read as thin volumes (the sidecar's "spatial_dims" settles any other doubt)."""
     if len(shape) == 4 and shape[-1] not in (1, 3) and shape[1] in (1, 3):
-        raise FocusNetError(f"{where} has shape {shape}, which looks channels-first; MedMNIST format is channels-last: save np.moveaxis(images, 1, -1)")
+        raise FocusNetError(f"{where} has shape {shape}, which looks channels-first; MedMNIST format is channels-last: save np.moveaxis(images, 1, -1) (or, for volumes of that depth, put \"spatial_dims\": 3 in the sidecar .json)")
     if len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3)):
         return 2
     return 3
