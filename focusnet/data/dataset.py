@@ -32,7 +32,7 @@ import torch
 from ..errors import FocusNetError
 from ..fileio import write_text
 from .download import check_md5, download_file
-from .registry import SPLITS, DatasetInfo, default_data_dir, get_dataset_info, register_dataset
+from .registry import SPLITS, DatasetInfo, default_data_dir, get_dataset_info
 from .synthetic import boxes_path, ensure_synthetic
 
 MMAP_AUTO_BYTES = 256 << 20  # mmap=None maps files whose images exceed this (all 128/224 files but the smallest)
@@ -73,7 +73,7 @@ def load_dataset(flag: str, size: int = 28, data_dir: str | None = None, downloa
     `default_data_dir()`). `as_rgb` repeats a grey channel to 3 (a view, no copy). `mmap`:
     True/False forces memory mapping on/off; None maps files with more than 256 MiB of images.
     """
-    info = _registered_or_in(flag, data_dir)
+    info = get_dataset_info(flag, data_dir)
     if size not in info.sizes:
         raise FocusNetError(f"{info.flag} has no size {size}; available sizes: {', '.join(map(str, info.sizes))}.")
     data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
@@ -83,23 +83,6 @@ def load_dataset(flag: str, size: int = 28, data_dir: str | None = None, downloa
     elif not os.path.exists(path):
         _fetch(info, size, path, download)
     return load_npz(path, info, size, as_rgb=as_rgb, mmap=mmap)
-
-
-def _registered_or_in(flag: str, data_dir: str | None) -> DatasetInfo:
-    """The flag's DatasetInfo; a custom dataset is also found in its own folder (a run's recorded
-    data folder) when the cache root it was built under is not the current one."""
-    try:
-        return get_dataset_info(flag)
-    except FocusNetError:
-        if not (data_dir and flag.lower().startswith("custom-")):
-            raise
-        from .custom import lookup_info  # local import: custom imports this module
-
-        info = lookup_info(flag, os.path.abspath(os.path.expanduser(data_dir)))
-        if info is None:
-            raise
-        register_dataset(info, overwrite=True)
-        return info
 
 
 def load_npz(path: str, info: DatasetInfo, size: int, as_rgb: bool = False, mmap: bool | None = None) -> MedMNISTData:

@@ -129,8 +129,10 @@ def list_datasets() -> list[DatasetInfo]:
     return list(_registry().values())
 
 
-def get_dataset_info(flag: str) -> DatasetInfo:
-    """Look a flag up (case-insensitive); an unknown flag raises FocusNetError listing close matches."""
+def get_dataset_info(flag: str, data_dir: str | None = None) -> DatasetInfo:
+    """Look a flag up (case-insensitive); an unknown flag raises FocusNetError listing close matches.
+    A custom flag is also found in `data_dir`, its own cache folder (a run's recorded data folder),
+    when the cache root it was built under is not the current one."""
     reg = _registry()
     key = flag.strip().lower()
     if key in reg:
@@ -138,7 +140,7 @@ def get_dataset_info(flag: str) -> DatasetInfo:
     if key.startswith("custom-"):  # a user's dataset prepared earlier, perhaps in another process
         from .custom import custom_cache_root, lookup_info  # local import: custom imports this module
 
-        info = lookup_info(key)
+        info = lookup_info(key) or (lookup_info(key, os.path.abspath(os.path.expanduser(data_dir))) if data_dir else None)
         if info is not None:
             reg[key] = info
             return info
