@@ -90,7 +90,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _add(t, "--step-loss-weight", type=float, default=None, help="FocusNet: also train the glance and each earlier saccade to classify, with this weight (default 0)")
     _add(t, "--seed", type=int, default=None)
     _add(t, "--seeds", type=int, nargs="+", default=None, help="one run per seed and a mean +/- std summary")
-    _add(t, "--seed-workers", type=int, default=1, help="with --seeds: train this many seeds at once, one process each (for a GPU)")
+    _add(t, "--seed-workers", type=int, default=None, help="with --seeds: train this many seeds at once, one process each (for a GPU)")
     _add(t, "--nan-policy", default=None, choices=("stop", "skip"))
     _add(t, "--n-boot", type=int, default=None, help="bootstrap resamples for the test CIs (default 1000)")
     _add(t, "--max-batches", type=int, default=None, help="cap batches per epoch (smoke tests; 0: no cap)")
@@ -176,13 +176,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.seeds and args.resume:
         raise FocusNetError("--seeds and --resume cannot be combined; resume each seed's run folder on its own")
+    if args.seed_workers is not None and not args.seeds:
+        raise FocusNetError("--seed-workers needs --seeds (several seeds to train at once); add --seeds, e.g. --seeds 0 1 2")
     if args.resume:
         check_resume_flags(args)
     if args.data and args.dataset:
         raise FocusNetError("give --dataset (a registered flag) or --data (your own files), not both")
     config = config_from_args(args)
     if args.seeds:
-        train_seeds(config, args.seeds, args.seed_workers)
+        train_seeds(config, args.seeds, 1 if args.seed_workers is None else args.seed_workers)
     else:
         from .engine.trainer import RESUME_FREE
 

@@ -350,6 +350,7 @@ def test_cli_train_and_script_spelling(data_dir, tmp_path, capsys):
         (["train", "--dataset", "synth-lesion", "--option", "colour=1"], "unknown focusnet option"),
         (["train", "--resume", "/nonexistent/run"], "nothing to resume"),
         (["train", "--dataset", "synth-lesion", "--seeds", "0", "1", "--seed-workers", "0"], "--seed-workers must be at least 1"),
+        (["train", "--dataset", "synth-lesion", "--seed-workers", "2"], "--seed-workers needs --seeds"),
         (["evaluate", "--checkpoint", "/nonexistent/best_model.pth"], "not found"),
     ],
 )

@@ -21,12 +21,14 @@ import torch
 from matplotlib.image import imread
 
 from focusnet.cli import main
+from focusnet.errors import FocusNetError
 from focusnet.data import register_dataset
 from focusnet.data.synthetic import SyntheticSpec, make_lesion_dataset
 from focusnet.engine import TrainConfig, train
 from focusnet.models.pathways import MPKBlock
 from focusnet.official import MEDMNIST_PLUS, MEDMNIST_V2, official_numbers
 from focusnet.viz import REPORT_FIGURES, fixation_hits, hit_rate, write_report_or_warn
+from focusnet.viz.common import run_split
 from focusnet.viz.receptive_fields import FieldStats, radial_spectrum, verdict
 
 TINY = {"width": 8, "feature_channels": 16, "hidden_size": 32, "glimpse_size": 8}
@@ -105,6 +107,22 @@ def test_report_and_hit_rate_commands(runs, tmp_path, capsys):
         assert main([*args, "--device", "cpu"]) == 2, args
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert says in line, line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_report_on_a_missing_gpu_is_an_error(runs, tmp_path, capsys):
+    out = tmp_path / "cuda.html"
+    assert main(["report", runs[2], "--out", str(out), "--device", "cuda"]) == 2  # was exit 0, sections "not available"
+    assert "no CUDA GPU" in capsys.readouterr().err and not out.exists()
+
+
+def test_figures_keep_the_runs_no_download(tmp_path, monkeypatch):
+    """A --no-download run's figures never fetch its data: a missing file is an error naming it."""
+    import focusnet.data.dataset as dataset
+
+    monkeypatch.setattr(dataset, "download_file", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(FocusNetError, match="breastmnist.npz not found"):
+        run_split({"flag": "breastmnist", "size": 28, "as_rgb": False}, "test", str(tmp_path), {"download": False})
 
 
 def test_visualize_refuses_another_dataset(runs, capsys):

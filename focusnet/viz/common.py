@@ -81,10 +81,15 @@ class RunModel:
         return (x.detach().float().cpu() * self.data["std"] + self.data["mean"]).clamp(0, 1).numpy()
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto", "cpu", "cuda" (checked: a clear error without a GPU), "cuda:1" or a torch.device."""
+    return pick_device(device) if device in ("auto", "cpu", "cuda") else torch.device(device)
+
+
 def load_run_model(model_path: str, device: str | torch.device = "cpu") -> RunModel:
     """device: "auto", "cpu", "cuda", "cuda:1" or a torch.device."""
     ck = load_checkpoint(model_path)
-    device = pick_device(device) if device in ("auto", "cpu", "cuda") else torch.device(device)
+    device = resolve_device(device)
     return RunModel(ck.build(device), ck.data, device, ck.path)
 
 
@@ -105,8 +110,15 @@ def load_split(run: RunModel, split: str = "test", data_dir: str | None = None, 
         raise FocusNetError(f"{run.path} was trained on {d['flag']}, not {dataset}; pass --dataset {d['flag']} or leave it out")
     if split not in ("train", "val", "test"):
         raise FocusNetError(f"unknown split {split!r}; use train, val or test")
-    data_dir = data_dir or run_config(run.path).get("train", {}).get("data_dir")
-    return load_dataset(d["flag"], d["size"], data_dir, as_rgb=d["as_rgb"]).splits[split]
+    return run_split(d, split, data_dir, run_config(run.path).get("train", {}))
+
+
+def run_split(desc: dict, split: str, data_dir: str | None, train: dict):
+    """A split of a run's data (`desc`: the checkpoint's data record, `train`: config.json's
+    training options): from the run's data folder unless `data_dir` is given, and downloaded only
+    if the run allowed downloads (a --no-download run stays offline)."""
+    data_dir = data_dir or train.get("data_dir")
+    return load_dataset(desc["flag"], desc["size"], data_dir, download=train.get("download", True), as_rgb=desc["as_rgb"]).splits[split]
 
 
 # ----------------------------------------------------------------------------- what the model did

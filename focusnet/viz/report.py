@@ -25,13 +25,12 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ..data import load_dataset
 from ..errors import FocusNetError
 from ..fileio import check_writable_parent, write_text
 from ..metrics import load_official_csv, reliability_curve
 from ..official import official_numbers
 from ..tasks import BINARY, MULTI_LABEL
-from .common import load_run_model, new_figure, png_base64, predicted_labels
+from .common import load_run_model, new_figure, png_base64, predicted_labels, resolve_device, run_split
 from .visualize import FIGURES, model_figures, select, split_hit_rate
 
 REPORT = "report.html"
@@ -250,12 +249,12 @@ def write_report(run_dir: str, out: str | None = None, n: int = 8, data_dir: str
         raise FocusNetError(f"{run_dir} has neither config.json nor metrics.json; is it a FocusNet run folder?")
     desc = config.get("data", {})
     flag = desc.get("flag", metrics.get("dataset", "?"))
-    data_dir = data_dir or config.get("train", {}).get("data_dir")
+    device = resolve_device(device)  # before any work: --device cuda without a GPU is an error, not a missing section
     state: dict = {}
 
     def test_split():
         if "split" not in state:
-            state["split"] = load_dataset(desc["flag"], desc["size"], data_dir, as_rgb=desc["as_rgb"]).splits["test"]
+            state["split"] = run_split(desc, "test", data_dir, config.get("train", {}))
         return state["split"]
 
     body = [f"<h1>FocusNet run report: {html.escape(os.path.basename(os.path.realpath(run_dir)))}</h1>", _guard(lambda: summary_html(run_dir, config, metrics))]
