@@ -25,10 +25,12 @@ from focusnet.errors import FocusNetError
 from focusnet.data import register_dataset
 from focusnet.data.synthetic import SyntheticSpec, make_lesion_dataset
 from focusnet.engine import TrainConfig, train
+from focusnet.models.focusnet import FocusNet, FocusNetConfig
 from focusnet.models.pathways import MPKBlock
 from focusnet.official import MEDMNIST_PLUS, MEDMNIST_V2, official_numbers
 from focusnet.viz import REPORT_FIGURES, fixation_hits, hit_rate, write_report_or_warn
 from focusnet.viz.common import run_split
+from focusnet.viz.gradcam import map_geometry, to_image
 from focusnet.viz.receptive_fields import FieldStats, radial_spectrum, verdict
 
 TINY = {"width": 8, "feature_channels": 16, "hidden_size": 32, "glimpse_size": 8}
@@ -123,6 +125,32 @@ def test_figures_keep_the_runs_no_download(tmp_path, monkeypatch):
     monkeypatch.setattr(dataset, "download_file", lambda *a, **k: pytest.fail("downloaded"))
     with pytest.raises(FocusNetError, match="breastmnist.npz not found"):
         run_split({"flag": "breastmnist", "size": 28, "as_rgb": False}, "test", str(tmp_path), {"download": False})
+
+
+def _support_middle(out: torch.Tensor, inp: torch.Tensor, cell: int) -> list[float]:
+    """Middle of the input region that the centre-row cell `cell` of `out` depends on (2D)."""
+    (grad,) = torch.autograd.grad(out[:, :, cell, cell].sum(), inp, retain_graph=True)
+    where = grad.abs().sum(dim=(0, 1)).nonzero().float()
+    return ((where.min(0).values + where.max(0).values) / 2).tolist()
+
+
+def test_gradcam_places_map_cells_where_their_receptive_fields_are():
+    torch.manual_seed(0)
+    model = FocusNet(FocusNetConfig(spatial_dims=2, in_channels=1, num_classes=3, **TINY)).eval()
+    glimpse = model.glimpse_at(torch.rand(2, 1, 28, 28), torch.zeros(2, 2), torch.ones(2), 0).detach().requires_grad_(True)
+    streams = {}
+    for p in model.encoder.pathways:
+        model.encoder.streams[p].register_forward_hook(lambda module, i, out, p=p: streams.setdefault(p, out))
+    model.encoder.pathway_maps(glimpse)
+    for p, out in streams.items():  # before the cross-normalisation, which mixes positions
+        stride, offset = map_geometry(model, p)
+        assert _support_middle(out, glimpse, 7) == [stride * 7 + offset] * 2, p
+    fused = torch.rand(2, TINY["feature_channels"], 14, 14, requires_grad=True)
+    assert _support_middle(model.trunk(fused), fused, 3) == [6.0, 6.0]  # trunk cell i on fused cell 2i
+    cam = torch.zeros(1, 1, 14, 14)
+    cam[0, 0, 5, 9] = 1
+    peak = to_image(cam, 2, 0.0, (28, 28), 28)[0, 0]
+    assert divmod(int(peak.argmax()), 28) == (10, 18) and peak.max() == 1  # cell (5, 9) on pixel (10, 18), not (10.5, 18.5)
 
 
 def test_visualize_refuses_another_dataset(runs, capsys):

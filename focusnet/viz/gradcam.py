@@ -59,6 +59,36 @@ def glance_maps(model: FocusNet):
         del encoder.pathway_maps
 
 
+# Where each glance map's cells sit: cell i is centred on glance sample stride * i + offset.
+# 'Same'-padded stride-2 convolutions (P, K) centre it on sample 2i, the M pathway's 2x box pool on
+# 2i + 0.5; the trunk's stride-2 convolution doubles the fused map's grid, whose offset is taken as
+# the mean of its pathways'. (tests/test_viz.py checks these against the receptive fields.)
+PATHWAY_GEOMETRY = {"m": (2, 0.5), "p": (2, 0.0), "k": (2, 0.0)}
+
+
+def map_geometry(model: FocusNet, name: str) -> tuple[int, float]:
+    """(stride, offset) in glance samples of the map `name` (a pathway or "trunk")."""
+    if name != "trunk":
+        return PATHWAY_GEOMETRY[name]
+    fused = sum(PATHWAY_GEOMETRY[p][1] for p in model.encoder.pathways) / len(model.encoder.pathways)
+    return 4, fused  # trunk cell i sits on fused cell 2i, centred on glance sample 2 * 2i + fused
+
+
+def to_image(cam: torch.Tensor, stride: int, offset: float, image_shape, glance_size: int) -> torch.Tensor:
+    """cam (B, 1, *g) -> (B, 1, *image_shape), interpolated between cell centres at their true
+    place: a plain resize would put cell i at the middle of its 2 (or 4) samples, up to 1.5 glance
+    samples (pixels at 28 px) off. The glance spans the image: sample j is centred on pixel
+    (j + 0.5) * n / G - 0.5 of a side of n pixels."""
+    axes = []
+    for n, m in zip(image_shape, cam.shape[2:]):
+        samples = (torch.arange(n, dtype=torch.float32, device=cam.device) + 0.5) * glance_size / n - 0.5
+        cells = (samples - offset) / stride
+        axes.append(cells / max(m - 1, 1) * 2 - 1)  # align_corners=True: -1 and 1 are the first and last cell centres
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], dim=-1)  # last dim (x, y[, z])
+    grid = grid.expand(cam.shape[0], *grid.shape).to(cam.dtype)
+    return F.grid_sample(cam, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 def grad_cam(run: RunModel, x: torch.Tensor, targets: np.ndarray) -> dict[str, np.ndarray]:
     """x (B, C, *S), target class per image (B,) -> {map name: cam (B, *S) in [0, 1]}."""
     model = run.require_focusnet("Grad-CAM on pathway maps")
@@ -73,8 +103,7 @@ def grad_cam(run: RunModel, x: torch.Tensor, targets: np.ndarray) -> dict[str, n
         a = maps[name].detach()
         spatial = tuple(range(2, a.dim()))
         cam = torch.relu((grad.mean(dim=spatial, keepdim=True) * a).sum(dim=1, keepdim=True))  # (B, 1, *g)
-        mode = "bilinear" if x.dim() == 4 else "trilinear"
-        cam = F.interpolate(cam, size=x.shape[2:], mode=mode, align_corners=False)[:, 0]
+        cam = to_image(cam, *map_geometry(model, name), x.shape[2:], model.config.glance_size)[:, 0]
         peak = cam.flatten(1).max(dim=1).values.clamp_min(1e-12).view(-1, *[1] * (cam.dim() - 1))
         out[name] = (cam / peak).float().cpu().numpy()
     return out
