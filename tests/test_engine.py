@@ -280,6 +280,29 @@ def test_resume_gives_identical_weights_and_metrics(data_dir, tmp_path, monkeypa
         assert resumed.metrics[split] == full.metrics[split]
 
 
+def test_signal_during_the_last_validation_stops_before_the_test_phase(data_dir, tmp_path, monkeypatch):
+    """A SIGTERM that lands while the last epoch validates stops there (it used to go on through
+    the test split, the bootstrap and the report); the resumed run just scores the saved model."""
+    import signal
+
+    cfg = tiny(data_dir, tmp_path, epochs=2, dataset="synth-lesion-binary")
+    original, calls = trainer_module.quick_metrics, []
+
+    def signalled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == cfg.epochs:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "quick_metrics", signalled)
+    with pytest.raises(TrainingStopped, match="stopped by SIGTERM after epoch 2; progress saved .*last.pth") as stopped:
+        train(cfg)
+    run_dir = str(stopped.value).rsplit("--resume ", 1)[1]
+    assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
+    resumed = train(TrainConfig(progress=False), resume=run_dir)
+    assert resumed.metrics["epochs"] == 2 and os.path.isfile(os.path.join(run_dir, "metrics.json"))
+
+
 @pytest.mark.parametrize("rank", [0, 1])
 def test_restore_rng_reads_per_rank_and_older_checkpoints(rank):
     """Each rank takes its own saved stream; a checkpoint from before per-rank states holds rank

@@ -446,6 +446,8 @@ class _Run:
         with StopSignal() as stop:
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 self._train_epoch(epoch, stop)
+                if broadcast_flag(stop.received is not None, self.ctx):  # arrived during validation: stop before the next phase
+                    self._stopped(stop.received or "a stop signal")
         train_time = time.perf_counter() - started
         metrics = self._final_metrics(train_time)
         if self.ctx.is_main:
@@ -484,7 +486,7 @@ class _Run:
             bar.update()
             if broadcast_flag(stop.received is not None, self.ctx):
                 bar.close()
-                self._stopped(epoch, stop.received or "a stop signal")
+                self._stopped(stop.received or "a stop signal", during=epoch)
         bar.close()
         if skipped and skipped * 2 > n_batches:
             raise FocusNetError(f"epoch {epoch + 1}: {skipped} of {n_batches} steps had a non-finite loss; lower --lr{self._kept()}")
@@ -538,10 +540,12 @@ class _Run:
         self.optimizer.step()
         return float(loss.detach())
 
-    def _stopped(self, epoch: int, signame: str) -> None:
+    def _stopped(self, signame: str, during: int | None = None) -> None:
+        """during: the (0-based) epoch whose batches were interrupted; None: between epochs."""
         done = self.log[-1]["epoch"] if self.log else self.start_epoch
         where = f"{self.run_dir}/{ckpt.LAST} (after epoch {done})" if done else "nowhere yet (no epoch finished)"
-        raise TrainingStopped(f"stopped by {signame} during epoch {epoch + 1}; progress saved {where}; resume with: focusnet train --resume {self.run_dir}")
+        when = f"during epoch {during + 1}" if during is not None else f"after epoch {done}"
+        raise TrainingStopped(f"stopped by {signame} {when}; progress saved {where}; resume with: focusnet train --resume {self.run_dir}")
 
     def _final_metrics(self, train_time: float) -> dict:
         """Reload the best epoch's weights (on every rank) and score val and test with CIs."""
