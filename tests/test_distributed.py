@@ -90,6 +90,16 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
     assert abs(a["early_exit"]["test"]["acc_all"] - a["test"]["acc"]) < 1e-9 and abs(b["early_exit"]["test"]["acc_all"] - b["test"]["acc"]) < 1e-9
 
 
+@pytest.mark.parametrize("saccades", ["0", "1"])
+def test_glance_only_and_one_saccade_models_train_under_torchrun(tmp_path, data_dir, saccades):
+    """DDP stops at the second step when a parameter gets no gradient, as the glance-only model's
+    suppression_strength and the one-saccade model's inhibition did."""
+    args = ["train", "--dataset", "synth-lesion-binary", "--data-dir", data_dir, "--epochs", "1", *TINY, "--num-saccades", saccades, "--output-dir", str(tmp_path)]
+    run = _focusnet(args, 2, tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert _metrics(tmp_path / "synth-lesion-binary_latest")["world_size"] == 2
+
+
 @pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
 def test_resume_across_world_sizes(tmp_path, data_dir, first, then):
     common = ["--dataset", "synth-lesion-binary", "--data-dir", data_dir, *TINY, "--output-dir", str(tmp_path)]

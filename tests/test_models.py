@@ -66,6 +66,27 @@ def test_every_parameter_gets_a_gradient(model_cls, shape):
     assert model.policy[-1].weight.grad.abs().sum() > 0  # the fixation policy learns through the sampler
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"num_saccades": 0}, {"num_saccades": 1}, {"num_saccades": 4}, {"pathways": "m"}, {"suppression": False}, {"predictive_coding": False}, {"readout": "gated"}, {"saliency": 2.0}, {"learn_scale": False}],
+)
+def test_every_parameter_takes_part_in_the_graph(options):
+    """DDP (torchrun) stops at the second step if a parameter gets no gradient: glance-only models
+    held an unused suppression_strength, one-saccade models an unused inhibition."""
+    model = EnhancedFocusNet2D(1, 3, width=8, feature_channels=16, hidden_size=32, **options)
+    trace = model.forward_trace(torch.randn(2, 1, 28, 28))
+    (F.cross_entropy(trace.logits, torch.tensor([0, 2])) + trace.prediction_loss).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_glance_only_checkpoints_with_the_old_unused_parameter_still_load():
+    model = EnhancedFocusNet2D(1, 3, num_saccades=0)
+    old = {**model.state_dict(), "suppression_strength": torch.tensor(-1.5)}
+    model.load_state_dict(old)  # strict: only that one key is forgiven
+    with pytest.raises(RuntimeError, match="inhibition"):
+        model.load_state_dict({**old, "inhibition": torch.tensor(2.0)})
+
+
 def test_glimpse_sampler_is_differentiable_in_location():
     image = torch.zeros(1, 1, 16, 16)
     image[..., 4:8, 10:14] = 1.0
@@ -115,6 +136,19 @@ def test_early_exit_matches_full_run_and_saves_steps():
     assert (steps == 1).all()
     with pytest.raises(InputError, match=r"for inference: call model.eval\(\) first"):
         model.train().forward_early_exit(x, threshold=0.5)
+
+
+def test_early_exit_under_bf16_autocast():
+    """Under autocast (on by default on CUDA) each step's logits are bf16; writing them into the
+    float32 result failed with 'Index put requires the source and destination dtypes match'."""
+    torch.manual_seed(0)
+    model = EnhancedFocusNet2D(1, 3, num_saccades=2, width=8, feature_channels=16, hidden_size=32).eval()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, steps = model.forward_early_exit(x, threshold=1.1)
+        reference = model.forward_trace(x).logits
+    assert logits.dtype == torch.float32 and (steps == 3).all()
+    torch.testing.assert_close(logits, reference.float(), rtol=0, atol=0)
 
 
 def test_fovea_in_pixels_keeps_its_pixel_footprint_on_larger_images():

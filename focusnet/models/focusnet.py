@@ -165,9 +165,17 @@ class FocusNet(nn.Module):
             self.inhibition = nn.Parameter(torch.tensor(2.0))  # softplus -> strength of inhibition of return
             if self.gated_readout:
                 self.readout_gate = nn.Parameter(torch.zeros(()))  # 0: the head reads the glance alone
-        if cfg.suppression:
+        if cfg.suppression and cfg.num_saccades:  # a glance-only model never saccades
             self.suppression_strength = nn.Parameter(torch.tensor(math.log(math.expm1(0.2))))
         self.head = nn.Sequential(nn.LayerNorm(cfg.hidden_size), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_size, cfg.num_classes))
+
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Glance-only checkpoints written before 2026-11-27 hold a suppression_strength that was never
+        # used (DDP refuses unused parameters, so such models no longer create it): they still load.
+        if not hasattr(self, "suppression_strength"):
+            state_dict.pop(prefix + "suppression_strength", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- public interface -------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +211,7 @@ class FocusNet(nn.Module):
         pyramid, state = ImagePyramid(x), self._initial_state(x)
         for t in range(self.config.num_saccades + 1):
             state = self._step(pyramid, state, t)
-            logits[active] = state["logits"]
+            logits[active] = state["logits"].to(logits.dtype)  # bf16 under autocast
             done = confidence(state["logits"], multi_label) >= threshold
             if t == self.config.num_saccades or not done.any():
                 continue
@@ -312,8 +320,7 @@ class FocusNet(nn.Module):
             seen = near.amax(dim=1) if visited.shape[1] else torch.zeros_like(saliency)
             lifted = saliency - saliency.amin(dim=1, keepdim=True)  # >= 0, so (1 - seen) can only lower a visited place
             scores = scores + self.config.saliency * lifted * (1 - seen)
-        if visited.shape[1]:
-            scores = scores - F.softplus(self.inhibition) * near.sum(1)
+        scores = scores - F.softplus(self.inhibition) * near.sum(1)  # zero before the second saccade, but in the graph (DDP needs every parameter used)
         return scores
 
     def _encode(self, glimpse: torch.Tensor, view: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
