@@ -15,7 +15,8 @@ class FocusNetError(Exception):
 
 
 def shared_error(message: str) -> FocusNetError:
-    """The error another process (rank 0) reported and printed, raised here quietly."""
+    """An error every torchrun process raises alike (the same decision, or rank 0's error passed
+    on): rank 0 prints it, the others stop quietly."""
     error = FocusNetError(message)
     error.shared = True
     return error

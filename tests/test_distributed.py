@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ from focusnet.engine import TrainConfig, TrainingStopped, train
 from focusnet.engine import trainer as trainer_module
 from focusnet.engine.distributed import DistContext
 from focusnet.engine.evaluator import eval_loader, predict_logits
+from focusnet.errors import FocusNetError
 from focusnet.models import EnhancedFocusNet2D
 
 TINY = ["--width", "8", "--option", "feature_channels=16", "--hidden-size", "32", "--no-report", "--n-boot", "20", "--batch-size", "32", "--max-batches", "3"]
@@ -167,6 +169,54 @@ def test_resume_on_the_same_world_size_is_identical(tmp_path, data_dir):
     a, b = (torch.load(os.path.join(d, "last.pth"), weights_only=True)["model"] for d in (full, parted))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _metrics(parted)["test"] == _metrics(full)["test"]
+
+
+def _nan_worker(rank: int, world: int, port: int, cfg: dict, run_dir: str, out: str) -> None:
+    """A rank of a 2-process run whose rank 1 alone gets a NaN loss at epoch 1, batch 2; writes
+    how this rank ended to out/<rank>.json."""
+    original = trainer_module._Run._step
+
+    def step(self, x, y, epoch, b):
+        if rank == 1 and (epoch, b) == (0, 1):
+            forward = self.loss_model.forward
+            self.loss_model.forward = lambda *a: (forward(*a)[0] * float("nan"), None)
+            try:
+                return original(self, x, y, epoch, b)
+            finally:
+                del self.loss_model.forward
+        return original(self, x, y, epoch, b)
+
+    trainer_module._Run._step = step
+    try:
+        _train_worker(rank, world, port, cfg, run_dir, False, None)
+        ended = {"error": None}
+    except FocusNetError as e:
+        ended = {"error": str(e), "shared": e.shared}
+    with open(os.path.join(out, f"{rank}.json"), "w") as f:
+        json.dump(ended, f)
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_a_nan_on_one_rank_is_handled_by_all_alike(tmp_path, data_dir, policy):
+    """Each process decided alone: the one with the NaN skipped (or raised) while the other ran
+    backward, and the gradient all-reduce fell out of step (a gloo collective mismatch)."""
+    cfg = TrainConfig(
+        dataset="synth-lesion-binary", data_dir=data_dir, epochs=1, batch_size=32, max_batches=3, n_boot=20, report=False, progress=False, nan_policy=policy,
+        model_options={"width": 8, "feature_channels": 16, "hidden_size": 32},
+    ).to_dict()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_nan_worker, args=(2, port, cfg, str(tmp_path), str(tmp_path)), nprocs=2, join=True)
+    ended = [json.load(open(tmp_path / f"{rank}.json")) for rank in (0, 1)]
+    if policy == "skip":
+        assert ended == [{"error": None}] * 2
+        with open(tmp_path / "log.csv") as f:
+            assert next(csv.DictReader(f))["skipped_steps"] == "1"
+    else:
+        assert ended[0] == {"error": ended[0]["error"], "shared": True} and ended[1]["shared"]
+        assert "non-finite loss (on another process) at epoch 1, batch 2" in ended[0]["error"]
+        assert "non-finite loss (nan) at epoch 1, batch 2" in ended[1]["error"]
 
 
 def test_a_data_error_under_torchrun_is_one_line_from_rank_0(tmp_path):

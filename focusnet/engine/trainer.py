@@ -489,9 +489,9 @@ class _Run:
                 self._stopped(stop.received or "a stop signal", during=epoch)
         bar.close()
         if skipped and skipped * 2 > n_batches:
-            raise FocusNetError(f"epoch {epoch + 1}: {skipped} of {n_batches} steps had a non-finite loss; lower --lr{self._kept()}")
+            raise shared_error(f"epoch {epoch + 1}: {skipped} of {n_batches} steps had a non-finite loss; lower --lr{self._kept()}")
         if not torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all():  # never save NaN weights over good ones
-            raise FocusNetError(f"epoch {epoch + 1}: the weights became non-finite; lower --lr or set --grad-clip{self._kept()}")
+            raise shared_error(f"epoch {epoch + 1}: the weights became non-finite; lower --lr or set --grad-clip{self._kept()}")
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         elapsed = time.perf_counter() - started
@@ -528,11 +528,12 @@ class _Run:
             if cfg.compile and compile_failed(e):
                 raise FocusNetError(f"torch.compile with backend {cfg.compile!r} failed ({cause_line(e)[:200]}); try --compile aot_eager, or train without --compile") from None
             raise
-        if not torch.isfinite(loss):
+        if broadcast_flag(not torch.isfinite(loss), self.ctx):  # under torchrun every process skips or stops alike, or the gradient all-reduce falls out of step
             if cfg.nan_policy == "skip":
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
-            raise FocusNetError(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {b + 1}; lower --lr or use --nan-policy skip{self._kept()}")
+            value = loss.item() if not torch.isfinite(loss) else "on another process"
+            raise shared_error(f"non-finite loss ({value}) at epoch {epoch + 1}, batch {b + 1}; lower --lr or use --nan-policy skip{self._kept()}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
