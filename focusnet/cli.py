@@ -102,7 +102,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     _add(r, "--compile", nargs="?", const="inductor", default=None, metavar="BACKEND", help="torch.compile the training step (default backend inductor)")
     _add(r, "--num-threads", type=int, default=None, help="CPU threads per process (0: torch's default)")
     _add(r, "--output-dir", default=None, help="parent of the run folders (default results)")
-    _add(r, "--resume", default=None, metavar="RUN_DIR", help="continue a run folder after its last complete epoch")
+    _add(r, "--resume", default=None, metavar="RUN_DIR", help="continue a run folder after its last complete epoch (a --seeds folder: finish all its seeds)")
     _switch(r, "report", "write report.html at the end (default on)")
     _switch(r, "progress", "progress bars (default: when stderr is a terminal)")
 
@@ -171,24 +171,34 @@ def _read_json(path: str) -> dict:
     return value
 
 
+def check_seeds(args: argparse.Namespace) -> None:
+    if args.seed is not None:  # --seed was silently ignored
+        raise FocusNetError("give --seed (one run) or --seeds (one run per seed), not both")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine import train, train_seeds
+    from .engine import resume_seeds, train, train_seeds
+    from .engine.trainer import RESUME_FREE, is_seeds_folder
 
     if args.seeds and args.resume:
-        raise FocusNetError("--seeds and --resume cannot be combined; resume each seed's run folder on its own")
-    if args.seed_workers is not None and not args.seeds:
+        raise FocusNetError("--seeds and --resume cannot be combined: resuming a --seeds folder continues its own seeds")
+    several = bool(args.seeds) or bool(args.resume and is_seeds_folder(args.resume))
+    if args.seed_workers is not None and not several:
         raise FocusNetError("--seed-workers needs --seeds (several seeds to train at once); add --seeds, e.g. --seeds 0 1 2")
+    workers = 1 if args.seed_workers is None else args.seed_workers
+    if args.seeds:
+        check_seeds(args)
     if args.resume:
         check_resume_flags(args)
     if args.data and args.dataset:
         raise FocusNetError("give --dataset (a registered flag) or --data (your own files), not both")
     config = config_from_args(args)
+    given = {n for n in RESUME_FREE if getattr(args, n) is not None}  # on --resume these replace the run's own settings
     if args.seeds:
-        train_seeds(config, args.seeds, 1 if args.seed_workers is None else args.seed_workers)
+        train_seeds(config, args.seeds, workers)
+    elif several:
+        resume_seeds(args.resume, config, given, workers)
     else:
-        from .engine.trainer import RESUME_FREE
-
-        given = {n for n in RESUME_FREE if getattr(args, n) is not None}  # on --resume these replace the run's own settings
         train(config, resume=args.resume, given=given if args.resume else None)
     return 0
 

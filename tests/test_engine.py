@@ -347,6 +347,44 @@ def test_seeds_summary(data_dir, tmp_path):
     assert json.load(open(os.path.join(parent, "summary.json")))["seeds"] == [0, 1]
 
 
+def test_an_interrupted_seeds_set_resumes_to_the_same_summary(data_dir, tmp_path, monkeypatch, capsys):
+    """A stop during seed 1 of 0 1 2 is resumed from the seeds folder: seed 0 is kept, seed 1
+    resumed, seed 2 trained, and the summary is that of an uninterrupted set (resuming seed 1's
+    folder alone left seed 2 untrained, no summary, and a stray link among the seeds)."""
+    import signal
+
+    cfg = tiny(data_dir, tmp_path, epochs=2, max_batches=2, dataset="synth-lesion-binary")
+    _, full = train_seeds(cfg, [0, 1, 2])
+    original, calls = trainer_module.quick_metrics, []
+
+    def signalled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # seed 1, epoch 1
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "quick_metrics", signalled)
+    with pytest.raises(TrainingStopped, match=r"^seed 1: stopped by SIGTERM after epoch 1; progress saved .*seed_1/last.pth \(after epoch 1\); resume every seed with: focusnet train --resume ") as stopped:
+        train_seeds(cfg, [0, 1, 2])
+    parent = str(stopped.value).rsplit("--resume ", 1)[1]
+    assert sorted(os.listdir(parent)) == ["seed_0", "seed_1", "seeds.json"]
+    monkeypatch.setattr(trainer_module, "quick_metrics", original)
+    assert main(["train", "--resume", parent]) == 0
+    summary = json.load(open(os.path.join(parent, "summary.json")))
+    assert summary["seeds"] == [0, 1, 2] and summary["test"] == full["test"] and summary["val"] == full["val"]
+    assert sorted(os.listdir(parent)) == ["seed_0", "seed_1", "seed_2", "seeds.json", "summary.json"]
+    assert "3 seeds, test" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "seeds,says",
+    [(["0", "0"], "lists a seed twice"), (["0", "-1"], "--seeds must be >= 0"), (["1", "--seed", "3"], "not both")],
+)
+def test_a_bad_seed_list_is_refused_before_any_training(seeds, says, tmp_path, capsys):
+    assert main(["train", "--dataset", "synth-lesion", "--output-dir", str(tmp_path), "--seeds", *seeds]) == 2
+    assert says in capsys.readouterr().err and os.listdir(tmp_path) == []
+
+
 def test_seeds_in_parallel_processes_match_sequential_runs(data_dir, tmp_path):
     cfg = tiny(data_dir, tmp_path, epochs=1, max_batches=2)
     _, sequential = train_seeds(cfg, [0, 1])
@@ -372,13 +410,14 @@ def test_cli_train_and_script_spelling(data_dir, tmp_path, capsys):
         (["train", "--dataset", "synth-lesion", "--model", "vgg"], "unknown model"),
         (["train", "--dataset", "synth-lesion", "--option", "colour=1"], "unknown focusnet option"),
         (["train", "--resume", "/nonexistent/run"], "nothing to resume"),
+        (["train", "--resume", "/nonexistent/run", "--output-dir", "elsewhere"], "--output-dir cannot be given"),  # was accepted and ignored
         (["train", "--dataset", "synth-lesion", "--seeds", "0", "1", "--seed-workers", "0"], "--seed-workers must be at least 1"),
         (["train", "--dataset", "synth-lesion", "--seed-workers", "2"], "--seed-workers needs --seeds"),
         (["evaluate", "--checkpoint", "/nonexistent/best_model.pth"], "not found"),
     ],
 )
 def test_cli_errors_are_one_line(args, expect, capsys, tmp_path):
-    code = main([*args, "--output-dir", str(tmp_path)] if args[0] == "train" else args)
+    code = main([*args, "--output-dir", str(tmp_path)] if args[0] == "train" and "--resume" not in args else args)
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and expect in err.lower(), err

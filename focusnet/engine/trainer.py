@@ -23,6 +23,7 @@ import contextlib
 import copy
 import csv
 import io
+import json
 import math
 import multiprocessing
 import os
@@ -79,7 +80,7 @@ from .speed import autocast, cause_line, channels_last_format, compile_failed, t
 LOG_FIELDS = ("epoch", "lr", "train_loss", "val_loss", "val_acc", "val_auc", "best", "epoch_s", "images_per_s", "skipped_steps")
 # Options that may differ on --resume: where, how fast and how verbosely it runs (bf16 autocast
 # changes the arithmetic's rounding, not the model or the protocol).
-RESUME_FREE = ("device", "num_threads", "progress", "report", "output_dir", "data_dir", "amp", "amp_cpu", "channels_last", "compile")
+RESUME_FREE = ("device", "num_threads", "progress", "report", "data_dir", "amp", "amp_cpu", "channels_last", "compile")
 
 
 class TrainingStopped(FocusNetError):
@@ -87,6 +88,11 @@ class TrainingStopped(FocusNetError):
 
     exit_code = 130
     shared = True  # all ranks stop at the same batch (broadcast_flag)
+
+    @property
+    def what(self) -> str:
+        """The message without its resume command (a multi-seed run names its own)."""
+        return str(self).split("; resume with: ", 1)[0]
 
 
 @dataclass
@@ -294,6 +300,7 @@ def train(config: TrainConfig, resume: str | None = None, run_dir: str | None = 
     state = None
     if resume:
         run_dir, state, config = _resume_state(resume, config, given)
+        link = link and not os.path.basename(run_dir).startswith("seed_")  # one seed of a --seeds set: no <flag>_latest among the seeds
     try:
         cfg = config.resolved()
     except FocusNetError as e:  # a bad option: every process finds the same
@@ -631,32 +638,76 @@ class _Run:
 # ----------------------------------------------------------------------------- several seeds
 
 
+SEEDS_PLAN = "seeds.json"  # in a multi-seed folder, written first: the seeds and the training options
+
+
 def train_seeds(config: TrainConfig, seeds: list[int], workers: int = 1) -> tuple[str, dict]:
     """One run per seed in results/<flag>_<timestamp>/seed_<k>/, plus summary.json with mean and
-    std (ddof=1) of every val/test metric. `<flag>_latest` points at the last seed's run.
+    std (ddof=1) of every val/test metric. `<flag>_latest` points at the last seed's run. The
+    folder's seeds.json records the plan, so `resume_seeds` can finish an interrupted set.
 
     workers > 1 trains that many seeds at once, each in its own process: worth it on a GPU, where
     one small model leaves the card mostly idle; on a CPU the processes only share the cores.
     """
+    _check_workers(workers)
+    if len(set(seeds)) != len(seeds):
+        raise FocusNetError(f"--seeds lists a seed twice ({' '.join(map(str, seeds))}); each seed is one run, so list each once")
+    if min(seeds) < 0:  # checked before any seed trains (a bad one used to fail after the others had run)
+        raise FocusNetError(f"--seeds must be >= 0, got {min(seeds)}")
+    cfg = config.resolved()
+    parent = new_run_dir(cfg.output_dir, custom_flag(cfg.data) if cfg.data else cfg.dataset)
+    write_json(os.path.join(parent, SEEDS_PLAN), {"seeds": list(seeds), "train": cfg.to_dict()})
+    return _run_seeds(parent, cfg.to_dict(), list(seeds), workers)
+
+
+def is_seeds_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, SEEDS_PLAN))
+
+
+def resume_seeds(parent: str, config: TrainConfig | None = None, given: set[str] | None = None, workers: int = 1) -> tuple[str, dict]:
+    """Finish a `train_seeds` folder: finished seeds are kept, interrupted ones resumed after
+    their last complete epoch, seeds not started trained; then summary.json is (re)written.
+    RESUME_FREE options named in `given` are taken from `config` (device, threads, data folder)."""
+    _check_workers(workers)
+    try:
+        with open(os.path.join(parent, SEEDS_PLAN), encoding="utf-8") as f:
+            plan = json.load(f)
+        seeds, options = [int(s) for s in plan["seeds"]], dict(plan["train"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FocusNetError(f"{os.path.join(parent, SEEDS_PLAN)} is unreadable ({type(e).__name__}); start the seeds again") from None
+    for name in set(RESUME_FREE) & (given or set()):
+        options[name] = getattr(config, name)
+    return _run_seeds(parent, options, seeds, workers, given or set())
+
+
+def _check_workers(workers: int) -> None:
     if workers < 1:
         raise FocusNetError(f"--seed-workers must be at least 1, got {workers}")
     if workers > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each worker would join the process group
         raise FocusNetError("--seed-workers cannot be combined with torchrun; give the seeds one at a time to torchrun, or drop torchrun")
-    cfg = config.resolved()
-    name = custom_flag(cfg.data) if cfg.data else cfg.dataset
-    parent = new_run_dir(cfg.output_dir, name)
-    jobs = [(cfg.to_dict(), seed, os.path.join(parent, f"seed_{seed}")) for seed in seeds]
+
+
+def _run_seeds(parent: str, options: dict, seeds: list[int], workers: int, given: set[str] | None = None) -> tuple[str, dict]:
+    jobs = [(options, seed, os.path.join(parent, f"seed_{seed}"), given) for seed in seeds]
     if workers == 1 or len(seeds) == 1:
-        results = [_train_seed(*job) for job in jobs]
+        results = []
+        for job in jobs:
+            results.append(_train_seed(*job))
+            if results[-1][2]:  # stopped by a signal: the later seeds wait for the resume
+                break
     else:  # spawn: CUDA cannot be used in a forked child
         pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(seeds)), mp_context=multiprocessing.get_context("spawn"))
         try:
             results = list(pool.map(_train_seed, *zip(*jobs)))
         finally:  # after a failure, seeds not started yet are dropped instead of trained for nothing
             pool.shutdown(cancel_futures=True)
-    summary = summarize_seeds([metrics for _, metrics in results], seeds)
+    stopped = next((why for _, _, why in results if why), None)
+    if stopped:
+        raise TrainingStopped(f"{stopped}; resume every seed with: focusnet train --resume {parent}")
+    summary = summarize_seeds([metrics for _, metrics, _ in results], seeds)
     write_json(os.path.join(parent, "summary.json"), summary)
-    link_latest(results[-1][0], os.path.join(cfg.output_dir, f"{name}_latest"))
+    flag = results[-1][1]["dataset"]  # the registered flag (a custom dataset's may carry a suffix)
+    link_latest(results[-1][0], os.path.join(os.path.dirname(os.path.abspath(parent)), f"{flag}_latest"))
     for split in ("val", "test"):
         s = summary[split]
         print(f"{len(seeds)} seeds, {split}: ACC {s['acc']['mean']:.4f} +/- {s['acc']['std']:.4f}  AUC {s['auc']['mean']:.4f} +/- {s['auc']['std']:.4f}")
@@ -664,11 +715,23 @@ def train_seeds(config: TrainConfig, seeds: list[int], workers: int = 1) -> tupl
     return parent, summary
 
 
-def _train_seed(config: dict, seed: int, folder: str) -> tuple[str, dict]:
-    """(run folder, metrics) of one seed's run; module-level so a worker process can import it."""
-    os.makedirs(folder, exist_ok=True)
-    result = train(TrainConfig.from_dict({**config, "seed": seed}), run_dir=folder, link=False)
-    return result.run_dir, result.metrics
+def _train_seed(options: dict, seed: int, folder: str, given: set[str] | None = None) -> tuple[str, dict | None, str | None]:
+    """(run folder, metrics, None), or (run folder, None, what stopped it) after a stop signal.
+    A finished seed is read back, an interrupted one resumed. Module-level: a worker process imports it."""
+    done = os.path.join(folder, "metrics.json")
+    if os.path.isfile(done) and os.path.isfile(os.path.join(folder, ckpt.BEST)):
+        with open(done, encoding="utf-8") as f:
+            return folder, json.load(f), None
+    config = TrainConfig.from_dict({**options, "seed": seed})
+    try:
+        if os.path.isfile(os.path.join(folder, ckpt.LAST)):
+            result = train(config, resume=folder, link=False, given=given or set())
+        else:
+            os.makedirs(folder, exist_ok=True)
+            result = train(config, run_dir=folder, link=False)
+    except TrainingStopped as e:
+        return folder, None, f"seed {seed}: {e.what}"
+    return result.run_dir, result.metrics, None
 
 
 def summarize_seeds(metrics: list[dict], seeds: list[int]) -> dict:
