@@ -385,6 +385,14 @@ def test_a_bad_seed_list_is_refused_before_any_training(seeds, says, tmp_path, c
     assert says in capsys.readouterr().err and os.listdir(tmp_path) == []
 
 
+def test_seeds_that_fail_on_missing_data_leave_nothing_behind(tmp_path, capsys):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    args = ["train", "--dataset", "breastmnist", "--no-download", "--data-dir", str(empty), "--output-dir", str(tmp_path / "results"), "--seeds", "0", "1"]
+    assert main(args) == 2 and "breastmnist.npz not found" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "results") == []  # was results/breastmnist_<timestamp>/seed_0/, empty
+
+
 def test_seeds_in_parallel_processes_match_sequential_runs(data_dir, tmp_path):
     cfg = tiny(data_dir, tmp_path, epochs=1, max_batches=2)
     _, sequential = train_seeds(cfg, [0, 1])

@@ -27,6 +27,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -657,7 +658,12 @@ def train_seeds(config: TrainConfig, seeds: list[int], workers: int = 1) -> tupl
     cfg = config.resolved()
     parent = new_run_dir(cfg.output_dir, custom_flag(cfg.data) if cfg.data else cfg.dataset)
     write_json(os.path.join(parent, SEEDS_PLAN), {"seeds": list(seeds), "train": cfg.to_dict()})
-    return _run_seeds(parent, cfg.to_dict(), list(seeds), workers)
+    try:
+        return _run_seeds(parent, cfg.to_dict(), list(seeds), workers)
+    except FocusNetError as e:
+        if not isinstance(e, TrainingStopped) and all(not os.listdir(os.path.join(parent, d)) for d in os.listdir(parent) if d.startswith("seed_")):
+            shutil.rmtree(parent, ignore_errors=True)  # failed before any seed wrote a file (e.g. missing data): leave nothing behind
+        raise
 
 
 def is_seeds_folder(path: str) -> bool:
