@@ -72,7 +72,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         _switch(m, name.replace("_", "-"), f"FocusNet {name}")
     _add(m, "--option", action="append", default=[], metavar="KEY=VALUE", help="any other FocusNet option, e.g. --option feature_channels=96")
     t = p.add_argument_group("training")
-    _add(t, "--config", default=None, help="JSON file of training options (a run's config.json works); flags override it")
+    _add(t, "--config", default=None, help="JSON file of training options (a run's config.json works); flags override it, --preset replaces its recipe")
     _add(t, "--preset", default=None, choices=("official", "strong"), help="official MedMNIST protocol (default) or our stronger recipe")
     _add(t, "--epochs", type=int, default=None)
     _add(t, "--batch-size", type=int, default=None, help="global batch (default 128 in 2D, 32 in 3D)")
@@ -131,6 +131,16 @@ def config_from_args(args: argparse.Namespace):
 
     stored = _read_json(args.config) if args.config else {}
     values = dict(stored.get("train") or stored)  # a run's config.json keeps the options under "train"
+    if args.preset is not None:  # a run's config.json holds its preset's resolved recipe: the new preset fills it anew
+        from .engine.config import PRESETS
+
+        for name in {k for recipe in PRESETS.values() for k in recipe}:
+            values.pop(name, None)
+    if args.dataset is not None:  # the given data replaces the stored one, of either kind
+        for name in ("data", "task"):
+            values.pop(name, None)
+    if args.data is not None:
+        values.pop("dataset", None)
     for name in TRAIN_OPTIONS:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)

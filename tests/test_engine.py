@@ -478,6 +478,27 @@ def test_step_loss_adds_the_mean_loss_of_the_earlier_steps():
     assert config_from_args(build_parser().parse_args(["train", "--step-loss-weight", "0.5"])).step_loss_weight == 0.5
 
 
+def test_config_file_with_a_new_preset_or_new_data(tmp_path):
+    """A run's config.json holds its preset's resolved recipe and its data: --preset took only the
+    name (an official recipe recorded as strong), and --dataset lost to a stored --data path."""
+    from focusnet.cli import build_parser, config_from_args
+    from focusnet.engine.config import PRESETS
+
+    stored = tmp_path / "config.json"
+    stored.write_text(json.dumps({"train": {**TrainConfig(dataset="breastmnist", epochs=7, lr=5e-4).resolved().to_dict(), "data": "/my/images.npz", "task": "binary"}}))
+
+    def config(*flags):
+        return config_from_args(build_parser().parse_args(["train", "--config", str(stored), *flags])).resolved()
+
+    strong = config("--preset", "strong", "--dataset", "pathmnist")
+    recipe = {k: getattr(strong, k) for k in PRESETS["strong"]}
+    assert recipe == PRESETS["strong"] and strong.preset == "strong" and strong.epochs == 7
+    assert strong.dataset == "pathmnist" and strong.data is None and strong.task is None
+    assert config("--preset", "strong", "--lr", "0.01").lr == 0.01  # a flag still wins
+    assert config().lr == 5e-4 and config().data == "/my/images.npz"  # without flags the stored run is repeated
+    assert config("--data", "/other.npz").dataset == TrainConfig().dataset
+
+
 def _first_epoch(data_dir, folder, **options):
     """One epoch of 2 steps without dropout (a compiled graph draws its random numbers differently)
     -> (run result, train loss, val loss)."""
