@@ -299,8 +299,10 @@ def test_signal_during_the_last_validation_stops_before_the_test_phase(data_dir,
         train(cfg)
     run_dir = str(stopped.value).rsplit("--resume ", 1)[1]
     assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
+    before = torch.load(os.path.join(run_dir, "last.pth"), weights_only=True)["train_time_s"]
     resumed = train(TrainConfig(progress=False), resume=run_dir)
     assert resumed.metrics["epochs"] == 2 and os.path.isfile(os.path.join(run_dir, "metrics.json"))
+    assert 0 < before <= resumed.metrics["train_time_s"]  # counts the 2 epochs trained before the resume (it counted from the resume)
 
 
 @pytest.mark.parametrize("rank", [0, 1])

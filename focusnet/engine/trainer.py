@@ -378,6 +378,7 @@ class _Run:
         self.val_loader = eval_loader(self.data.splits["val"], self.batch_size, ctx)
         self.run_dir = run_dir or broadcast_object(new_run_dir(cfg.output_dir, info.flag) if ctx.is_main else None, ctx)
         self.start_epoch, self.best, self.log = 0, {"epoch": 0, "auc": -math.inf}, []
+        self.time_before = 0.0  # seconds of training spent before a resume
         if state is not None:
             self._restore(state)
 
@@ -405,6 +406,7 @@ class _Run:
             self.scheduler.load_state_dict(state["scheduler"])
             self._restore_rng(state["rng"])
             self.start_epoch, self.best, self.log = int(state["epoch"]), dict(state["best"]), list(state["log"])
+            self.time_before = float(state.get("train_time_s", 0.0))  # absent before 2026-11-27
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise FocusNetError(f"{where}: its optimizer, schedule or progress do not fit this run ({type(e).__name__}: {str(e)[:120]}); it is damaged or from another run") from None
         if not 0 < self.start_epoch <= self.cfg.epochs:
@@ -443,21 +445,26 @@ class _Run:
             "rng": {"ranks": rng},
             "best": self.best,
             "log": self.log,
+            "train_time_s": self._train_time(),
         }
         ckpt.save_torch(state, os.path.join(self.run_dir, ckpt.LAST))
+
+    def _train_time(self) -> float:
+        """Seconds of training so far, the time before a resume included (the interrupted part of
+        an epoch is not: that epoch is trained again)."""
+        return self.time_before + time.perf_counter() - self.started
 
     # --- phases ---------------------------------------------------------------------------
     def execute(self) -> RunResult:
         if self.ctx.is_main:
             self._write_config()
-        started = time.perf_counter()
+        self.started = time.perf_counter()
         with StopSignal() as stop:
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 self._train_epoch(epoch, stop)
                 if broadcast_flag(stop.received is not None, self.ctx):  # arrived during validation: stop before the next phase
                     self._stopped(stop.received or "a stop signal")
-        train_time = time.perf_counter() - started
-        metrics = self._final_metrics(train_time)
+        metrics = self._final_metrics(self._train_time())
         if self.ctx.is_main:
             self._write_results(metrics)
             self._print_summary(metrics)
