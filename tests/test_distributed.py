@@ -143,11 +143,16 @@ def _train_worker(rank: int, world: int, port: int, cfg: dict, run_dir: str, res
         pass
 
 
-def _spawn_training(world: int, cfg: dict, run_dir: str, resume: bool = False, stop_at: int | None = None) -> None:
-    with socket.socket() as s:  # a free port for the rendezvous
+def _spawn(worker, world: int, *args) -> None:
+    """Run worker(rank, world, port, *args) in `world` processes, rendezvous on a free port."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_train_worker, args=(world, port, cfg, run_dir, resume, stop_at), nprocs=world, join=True)
+    mp.spawn(worker, args=(world, port, *args), nprocs=world, join=True)
+
+
+def _spawn_training(world: int, cfg: dict, run_dir: str, resume: bool = False, stop_at: int | None = None) -> None:
+    _spawn(_train_worker, world, cfg, run_dir, resume, stop_at)
 
 
 def test_resume_on_the_same_world_size_is_identical(tmp_path, data_dir):
@@ -196,6 +201,30 @@ def _nan_worker(rank: int, world: int, port: int, cfg: dict, run_dir: str, out: 
         json.dump(ended, f)
 
 
+def _no_shared_disk_worker(rank: int, world: int, port: int, cfg: dict, run_dir: str) -> None:
+    """Rank 1 cannot read rank 0's files, as on a second machine without a shared file system."""
+    if rank:
+        def unreadable(path, *args, **kwargs):
+            raise FocusNetError(f"{path} not found")
+
+        trainer_module.ckpt.load_checkpoint = unreadable
+    _train_worker(rank, world, port, cfg, run_dir, False, None)
+
+
+def test_the_best_weights_reach_every_rank_without_a_shared_disk(tmp_path, data_dir):
+    """Every rank read best_model.pth at the end, which only rank 0 writes: on two machines
+    without a shared file system the second one failed with 'not found'. Rank 0 now sends them."""
+    cfg = TrainConfig(
+        dataset="synth-lesion-binary", data_dir=data_dir, epochs=2, batch_size=32, max_batches=3, n_boot=20, report=False, progress=False, channels_last=True,
+        model_options={"width": 8, "feature_channels": 16, "hidden_size": 32},
+    ).to_dict()
+    shared, separate = tmp_path / "shared", tmp_path / "separate"
+    shared.mkdir(), separate.mkdir()
+    _spawn_training(2, cfg, str(shared))
+    _spawn(_no_shared_disk_worker, 2, cfg, str(separate))
+    assert _metrics(separate)["test"] == _metrics(shared)["test"]
+
+
 @pytest.mark.parametrize("policy", ["skip", "stop"])
 def test_a_nan_on_one_rank_is_handled_by_all_alike(tmp_path, data_dir, policy):
     """Each process decided alone: the one with the NaN skipped (or raised) while the other ran
@@ -204,10 +233,7 @@ def test_a_nan_on_one_rank_is_handled_by_all_alike(tmp_path, data_dir, policy):
         dataset="synth-lesion-binary", data_dir=data_dir, epochs=1, batch_size=32, max_batches=3, n_boot=20, report=False, progress=False, nan_policy=policy,
         model_options={"width": 8, "feature_channels": 16, "hidden_size": 32},
     ).to_dict()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_nan_worker, args=(2, port, cfg, str(tmp_path), str(tmp_path)), nprocs=2, join=True)
+    _spawn(_nan_worker, 2, cfg, str(tmp_path), str(tmp_path))
     ended = [json.load(open(tmp_path / f"{rank}.json")) for rank in (0, 1)]
     if policy == "skip":
         assert ended == [{"error": None}] * 2

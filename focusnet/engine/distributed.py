@@ -99,6 +99,19 @@ def broadcast_object(obj, ctx: DistContext):
     return box[0]
 
 
+def broadcast_weights(model: torch.nn.Module, ctx: DistContext) -> None:
+    """Give every rank rank 0's parameters and buffers in place (e.g. the best epoch's weights,
+    which only rank 0 wrote to disk: on several machines without a shared file system the others
+    cannot read them)."""
+    if ctx.distributed:
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                flat = t if t.is_contiguous() else t.contiguous()  # channels-last weights: send a contiguous copy
+                dist.broadcast(flat, src=0)
+                if flat is not t:
+                    t.copy_(flat)
+
+
 def sync_buffers(model: torch.nn.Module, ctx: DistContext) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics drift apart in the last
     training step of an epoch, since DDP broadcasts buffers only at the start of a forward)."""

@@ -65,6 +65,7 @@ from .distributed import (
     barrier,
     broadcast_flag,
     broadcast_object,
+    broadcast_weights,
     cleanup_distributed,
     gather_objects,
     init_distributed,
@@ -564,10 +565,16 @@ class _Run:
         raise TrainingStopped(f"stopped by {signame} {when}; progress saved {where}; resume with: focusnet train --resume {self.run_dir}")
 
     def _final_metrics(self, train_time: float) -> dict:
-        """Reload the best epoch's weights (on every rank) and score val and test with CIs."""
+        """Reload the best epoch's weights (rank 0 reads them, the others receive them) and score
+        val and test with CIs."""
         barrier(self.ctx)
-        best = ckpt.load_checkpoint(os.path.join(self.run_dir, ckpt.BEST))
-        self.model.load_state_dict(best.state_dict)
+        best_epoch = None
+        if self.ctx.is_main:
+            best = ckpt.load_checkpoint(os.path.join(self.run_dir, ckpt.BEST))
+            self.model.load_state_dict(best.state_dict)
+            best_epoch = best.epoch
+        broadcast_weights(self.model, self.ctx)
+        best_epoch = broadcast_object(best_epoch, self.ctx)
         metrics = {
             "dataset": self.data.info.flag,
             "size": self.cfg.size,
@@ -575,7 +582,7 @@ class _Run:
             "preset": self.cfg.preset,
             "seed": self.cfg.seed,
             "epochs": self.cfg.epochs,
-            "best_epoch": best.epoch,
+            "best_epoch": best_epoch,
             "params": count_params(self.model),
             "flops_per_image": count_flops(self.model, (1, self.data_desc["in_channels"], *self.data.splits["test"].images.shape[2:])),
             "train_time_s": train_time,
