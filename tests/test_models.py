@@ -1,6 +1,9 @@
 """FocusNet core: shapes, gradients, batch independence, determinism, traces, learning."""
 
+import math
+
 import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,6 +88,23 @@ def test_glance_only_checkpoints_with_the_old_unused_parameter_still_load():
     model.load_state_dict(old)  # strict: only that one key is forgiven
     with pytest.raises(RuntimeError, match="inhibition"):
         model.load_state_dict({**old, "inhibition": torch.tensor(2.0)})
+
+
+@pytest.mark.parametrize("sides", [(300, 300), (28, 224), (20, 36, 44)])
+def test_glance_reads_every_level_where_the_image_is(sides):
+    """A ramp (value = pixel column) read by a glance through a coarse level gives back the column
+    of each sample: odd-sided levels (300, 150, 75, 38: the last pixel pools past the edge) were
+    read up to ~3 px off, and non-square images took the short side's level for every axis."""
+    d = len(sides)
+    ramp = torch.arange(sides[-1], dtype=torch.float64).expand(1, 1, *sides).contiguous()
+    sensor = GlimpseSensor(spatial_dims=d, glimpse_size=12, num_scales=1).double()
+    pyramid = ImagePyramid(ramp)
+    glance = sensor(pyramid, torch.zeros(1, d, dtype=torch.float64), torch.ones(1, dtype=torch.float64), 1.0)[0, 0]
+    index = pyramid.level_for(1.0, 12)
+    assert index == tuple(int(math.log2(n / 12)) for n in sides)  # per axis: the pitch of that axis
+    expected = (torch.arange(12, dtype=torch.float64) + 0.5) * sides[-1] / 12 - 0.5  # pixel column of each sample
+    inner = slice(1, -1)  # the edge samples read the zero padding beyond the image
+    torch.testing.assert_close(glance[..., inner], expected[inner].expand_as(glance[..., inner]), rtol=0, atol=1e-4)
 
 
 def test_glimpse_sampler_is_differentiable_in_location():

@@ -54,8 +54,9 @@ def conv_norm_act(spatial_dims: int, in_ch: int, out_ch: int, kernel: int = 3, s
     return nn.Sequential(conv(spatial_dims, in_ch, out_ch, kernel, stride), ViewBatchNorm(spatial_dims, out_ch, views), nn.ReLU(inplace=True))
 
 
-def avg_pool(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Box-filter downsampling of a 2D or 3D batch by an integer factor (ceil mode keeps odd sides)."""
+def avg_pool(x: torch.Tensor, factor: int | tuple[int, ...]) -> torch.Tensor:
+    """Box-filter downsampling of a 2D or 3D batch by an integer factor, or one per axis (ceil
+    mode keeps odd sides)."""
     if factor == 1:
         return x
     pool = F.avg_pool2d if x.dim() == 4 else F.avg_pool3d
