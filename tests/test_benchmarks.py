@@ -40,6 +40,19 @@ def _row(model: str, acc: float, auc: float, machine: str = "CPU only, 2 cores, 
             "machine": machine, "test": {"acc": {"mean": acc, "std": 0.01}, "auc": {"mean": auc, "std": 0.01}}}
 
 
+def test_accuracy_verdicts_say_when_the_seeds_cannot_tell_the_models_apart():
+    close = {"rows": [_row("focusnet", 0.905, 0.951), _row("resnet18", 0.900, 0.950)]}
+    [(_, measured, verdict)] = report.accuracy_targets(close)
+    assert verdict == "met (within the seed spread)" and "(+0.005, spread 0.010)" in measured
+    behind = {"rows": [_row("focusnet", 0.895, 0.951), _row("resnet18", 0.900, 0.950)]}
+    assert report.accuracy_targets(behind)[0][2] == "**missed** (within the seed spread)"
+    single = {"rows": [_row("focusnet", 0.9, 0.95, seeds=(0,)), _row("resnet18", 0.8, 0.9, seeds=(0,))]}
+    assert report.accuracy_targets(single)[0][2] == "met (1 seed: no spread)"
+    mixed = {"rows": [_row("focusnet", 0.9, 0.95), {**_row("resnet18", 0.8, 0.9), "sample_order": rows.SAMPLE_ORDER}]}
+    assert report.accuracy_targets(mixed)[0][1].endswith("(seed sample orders differ: 3*)")
+    assert "the larger of the two rows' seed standard" in report.targets()  # the rules are stated with the table
+
+
 def test_accuracy_targets_compare_only_rows_trained_alike():
     proto = {"rows": [
         _row("focusnet", 0.9, 0.95), _row("resnet18", 0.8, 0.9),
@@ -49,7 +62,7 @@ def test_accuracy_targets_compare_only_rows_trained_alike():
         _row("focusnet", 0.6, 0.7, size=64, machine="NVIDIA H200, bf16 autocast, torch 2"), _row("resnet18", 0.5, 0.9, size=64),
     ]}
     targets = {name: (measured, verdict) for name, measured, verdict in report.accuracy_targets(proto)}
-    assert targets["synth-lesion (28 px), 10 epochs: FocusNet mean test ACC and AUC >= ResNet-18's"] == ("ACC 0.900 vs 0.800, AUC 0.950 vs 0.900", "met")
+    assert targets["synth-lesion (28 px), 10 epochs: FocusNet mean test ACC and AUC >= ResNet-18's"] == ("ACC 0.900 vs 0.800 (+0.100, spread 0.010), AUC 0.950 vs 0.900 (+0.050, spread 0.010)", "met")
     assert targets["synth-lesion (28 px), 10 epochs: FocusNet (saliency=2) mean test ACC and AUC >= ResNet-18's"][1] == "**missed**"
     measured, verdict = targets["synth-lesion (64 px), 10 epochs: FocusNet mean test ACC and AUC >= ResNet-18's"]
     assert verdict == "**missed**" and "(FocusNet on NVIDIA H200, bf16 autocast, ResNet-18 on CPU, fp32)" in measured
@@ -62,7 +75,7 @@ def test_small_cnn_targets_name_the_machines_when_they_differ():
     proto = {"rows": [_row("focusnet", 0.9, 0.95, machine="NVIDIA H100, bf16 autocast, torch 2"), _row("smallcnn", 0.92, 0.97)]}
     [(name, measured, verdict)] = report.accuracy_targets(proto)
     assert name.endswith("FocusNet >= the plain small CNN of similar FLOPs") and verdict == "**missed**"
-    assert measured == "ACC 0.900 vs 0.920, AUC 0.950 vs 0.970 (FocusNet on NVIDIA H100, bf16 autocast, the small CNN on CPU, fp32)"
+    assert measured == "ACC 0.900 vs 0.920 (-0.020, spread 0.010), AUC 0.950 vs 0.970 (-0.020, spread 0.010) (FocusNet on NVIDIA H100, bf16 autocast, the small CNN on CPU, fp32)"
 
 
 def test_what_was_tried_lists_every_configuration_where_the_default_misses():
@@ -80,7 +93,7 @@ def test_what_was_tried_lists_every_configuration_where_the_default_misses():
     assert "| focusnet (num_saccades=0) | 50 | 3* | 0.880 +/- 0.010 | 0.960 +/- 0.010 | -0.020 / +0.010 | CPU, fp32 |" in text
     assert "| focusnet (readout=gated) | 15 | 3* | 0.700 +/- 0.010 | 0.850 +/- 0.010 | - | CPU, fp32 |" in text
     assert "| ablation: 1 saccade | 50 | 3* | 0.850 +/- 0.010 | 0.920 +/- 0.010 | -0.050 / -0.030 | NVIDIA H100 |" in text
-    assert text.endswith("Best against ResNet-18 trained alike: focusnet (num_saccades=0), 50 epochs (-0.020 / +0.010).")
+    assert text.endswith("Best against ResNet-18 trained alike at the largest budget compared: focusnet (num_saccades=0), 50 epochs (-0.020 / +0.010).")
     one_seed = {"rows": [*proto["rows"], _row("focusnet", 0.95, 0.99, epochs=50, seeds=(0,), options={"width": 64})]}
     assert "| focusnet (width=64) | 50 | 1 | 0.950 +/- 0.010 | 0.990 +/- 0.010 | - |" in report.tried_section(one_seed, None)  # not trained alike
     assert report.tried_section({"rows": proto["rows"][4:]}, ablations) == ""  # nothing missed: no section
@@ -153,7 +166,7 @@ def test_volume_targets_name_the_3d_baseline_and_a_one_epoch_budget():
                       {**_row("resnet18_3d", 0.7, 0.7, epochs=1), "dataset": "adrenalmnist3d"}]}
     [(name, measured, verdict)] = [t for t in report.accuracy_targets(proto) if "1 epoch:" in t[0]]
     assert name == "adrenalmnist3d (28 px), 1 epoch: FocusNet mean test ACC and AUC >= 3D ResNet-18's"
-    assert (measured, verdict) == ("ACC 0.800 vs 0.700, AUC 0.800 vs 0.700", "met")
+    assert (measured, verdict) == ("ACC 0.800 vs 0.700 (+0.100, spread 0.010), AUC 0.800 vs 0.700 (+0.100, spread 0.010)", "met")
 
 
 def _ablation(variant: str, acc: tuple[float, float], auc: tuple[float, float]) -> dict:
@@ -189,12 +202,14 @@ def test_unmeasured_names_each_missing_row_and_nothing_once_all_are_there():
 
 def test_ablation_verdicts_need_a_lead_beyond_the_spread_and_show_it():
     default = _ablation(report.DEFAULT_VARIANT, (0.854, 0.012), (0.9680, 0.0020))
-    variants = [_ablation("no saccadic suppression", (0.861, 0.035), (0.9646, 0.0033)),  # AUC lead 0.0034 > 0.0033
+    variants = [_ablation("no saccadic suppression", (0.861, 0.035), (0.9646, 0.0033)),  # AUC lead 0.0034 > 0.0033, but ACC lower
+                _ablation("M pathway only", (0.850, 0.035), (0.9646, 0.0033)),  # the same AUC lead, ACC not lower
                 _ablation("no predictive coding", (0.853, 0.041), (0.9675, 0.0020)),  # inside the spread
-                _ablation("K pathway only", (0.900, 0.010), (0.9690, 0.0020))]  # ACC worse beyond it
+                _ablation("K pathway only", (0.900, 0.010), (0.9690, 0.0020))]  # ACC worse beyond it, AUC worse too
     found = {name.split('"')[1]: (measured, verdict) for name, measured, verdict in report.ablation_targets({"rows": [default, *variants]})}
-    assert found["no saccadic suppression"] == (
-        "ACC 0.854 vs 0.861 (difference -0.0070, spread 0.0350), AUC 0.968 vs 0.965 (difference +0.0034, spread 0.0033)", "met")
+    assert found["no saccadic suppression"] == (  # was "met" on the AUC lead alone
+        "ACC 0.854 vs 0.861 (difference -0.0070, spread 0.0350), AUC 0.968 vs 0.965 (difference +0.0034, spread 0.0033)", report.DISAGREE)
+    assert found["M pathway only"][1] == "met"
     assert found["no predictive coding"][1] == report.NOT_SHOWN
     assert found["K pathway only"][1] == "**missed**"
 
