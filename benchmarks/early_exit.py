@@ -6,7 +6,10 @@ real test images. The row at threshold > 1 is the model with all its fixations. 
 threshold is calibrated on the validation split (focusnet.engine.early_exit): the lowest one whose
 val ACC stays within 0.5 points of all fixations'.
 
-    python benchmarks/early_exit.py --checkpoint benchmarks/runs/breastmnist_<ts>/seed_0 [more checkpoints]
+    python benchmarks/early_exit.py --checkpoint benchmarks/runs/breastmnist_<ts>/seed_{0,1,2} [more checkpoints]
+
+The report's target pools the seeds of each dataset and budget: mean +/- std of the ACC change at
+the default threshold and of the FLOPs saved.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from focusnet.engine.evaluator import eval_loader, predict_logits
 from focusnet.fileio import write_json, write_text
 from focusnet.flops import count_flops_on
 from focusnet.metrics import get_acc, get_auc, probabilities
+from focusnet.viz.common import run_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
@@ -70,7 +74,8 @@ def curve(checkpoint: str, split: str, data_dir: str | None) -> dict:
         steps = torch.cat(steps).float()
         rows.append({"threshold": threshold, "acc": get_acc(labels, scores, d["task"]), "auc": get_auc(labels, scores, d["task"]), "mean_steps": float(steps.mean()), "mflops_per_image": flops / len(labels) / 1e6, "default": threshold == (calibration["threshold"] or 1.01)})
         print(rows[-1], flush=True)
-    return {"checkpoint": checkpoint, "dataset": d["flag"], "split": split, "max_steps": ck.model_config["num_saccades"] + 1, "calibration": calibration, "rows": rows}
+    train = run_config(ck.path).get("train", {})  # the budget and seed it was trained with, for the report
+    return {"checkpoint": checkpoint, "dataset": d["flag"], "epochs": train.get("epochs"), "seed": train.get("seed"), "split": split, "max_steps": ck.model_config["num_saccades"] + 1, "calibration": calibration, "rows": rows}
 
 
 def markdown(results: list[dict], command: str) -> str:
@@ -83,7 +88,7 @@ def markdown(results: list[dict], command: str) -> str:
 def table(result: dict) -> list[str]:
     full = result["rows"][-1]
     lines = [
-        f"{result['dataset']} {result['split']} split, checkpoint `{result['checkpoint']}`; steps count the glance (at most {result['max_steps']}).",
+        f"{result['dataset']} {result['split']} split, checkpoint `{result['checkpoint']}` ({result.get('epochs', '?')} epochs, seed {result.get('seed', '?')}); steps count the glance (at most {result['max_steps']}).",
         f"The default threshold, {_threshold_text(result['calibration'])}, is calibrated on the validation split: the lowest of 0.50, 0.51, ..., 0.99",
         f"whose val ACC stays within 0.5 points of all fixations' (val ACC {result['calibration']['acc']:.4f} vs {result['calibration']['acc_all']:.4f}).",
         "",

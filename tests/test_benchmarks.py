@@ -40,6 +40,21 @@ def _row(model: str, acc: float, auc: float, machine: str = "CPU only, 2 cores, 
             "machine": machine, "test": {"acc": {"mean": acc, "std": 0.01}, "auc": {"mean": auc, "std": 0.01}}}
 
 
+def _exit_result(seed: int, change: float, saving: float, threshold: float = 0.9) -> dict:
+    full = {"threshold": 1.01, "acc": 0.9, "mflops_per_image": 100.0, "default": False}
+    default = {"threshold": threshold, "acc": 0.9 + change / 100, "mflops_per_image": 100.0 * (1 - saving / 100), "default": True}
+    return {"dataset": "breastmnist", "epochs": 100, "seed": seed, "rows": [default, full]}
+
+
+def test_early_exit_targets_pool_the_seeds_of_a_budget():
+    exits = {"results": [_exit_result(0, -0.64, 30.0), _exit_result(1, 0.0, 20.0), _exit_result(2, 0.32, 25.0)]}
+    [(name, measured, verdict)] = report.early_exit_targets(exits)
+    assert name.endswith("test ACC within 0.5 points of all fixations, >= 5% fewer FLOPs (breastmnist, 100 epochs)")
+    assert measured == "-0.11 +/- 0.49 points, 25.0 +/- 5.0% fewer FLOPs (3 seeds, thresholds 0.90, 0.90, 0.90)" and verdict == "met"
+    [(_, measured, verdict)] = report.early_exit_targets({"results": [_exit_result(0, -0.64, 30.0)]})
+    assert measured.startswith("-0.64 points, 30.0% fewer") and verdict == "**missed**"  # one seed: no spread, and beyond 0.5
+
+
 def test_accuracy_verdicts_say_when_the_seeds_cannot_tell_the_models_apart():
     close = {"rows": [_row("focusnet", 0.905, 0.951), _row("resnet18", 0.900, 0.950)]}
     [(_, measured, verdict)] = report.accuracy_targets(close)
