@@ -21,7 +21,6 @@ import torch
 from matplotlib.image import imread
 
 from focusnet.cli import main
-from focusnet.errors import FocusNetError
 from focusnet.data import register_dataset
 from focusnet.data.synthetic import SyntheticSpec, make_lesion_dataset
 from focusnet.engine import TrainConfig, train
@@ -29,7 +28,6 @@ from focusnet.models.focusnet import FocusNet, FocusNetConfig
 from focusnet.models.pathways import MPKBlock
 from focusnet.official import MEDMNIST_PLUS, MEDMNIST_V2, official_numbers
 from focusnet.viz import REPORT_FIGURES, fixation_hits, hit_rate, write_report_or_warn
-from focusnet.viz.common import run_split
 from focusnet.viz.gradcam import map_geometry, to_image
 from focusnet.viz.receptive_fields import FieldStats, radial_spectrum, verdict
 
@@ -118,13 +116,20 @@ def test_report_on_a_missing_gpu_is_an_error(runs, tmp_path, capsys):
     assert "no CUDA GPU" in capsys.readouterr().err and not out.exists()
 
 
-def test_figures_keep_the_runs_no_download(tmp_path, monkeypatch):
-    """A --no-download run's figures never fetch its data: a missing file is an error naming it."""
+def test_commands_keep_the_runs_no_download(runs, tmp_path, monkeypatch):
+    """evaluate, report and visualize read a --no-download run's data without downloading (they
+    loaded it with downloads on)."""
     import focusnet.data.dataset as dataset
 
-    monkeypatch.setattr(dataset, "download_file", lambda *a, **k: pytest.fail("downloaded"))
-    with pytest.raises(FocusNetError, match="breastmnist.npz not found"):
-        run_split({"flag": "breastmnist", "size": 28, "as_rgb": False}, "test", str(tmp_path), {"download": False})
+    run = shutil.copytree(runs[2], tmp_path / "run")
+    config = json.load(open(run / "config.json"))
+    config["train"]["download"] = False
+    (run / "config.json").write_text(json.dumps(config))
+    asked, load = [], dataset.load_dataset
+    monkeypatch.setattr(dataset, "load_dataset", lambda *a, **k: asked.append(k.get("download")) or load(*a, **k))
+    for args in (["evaluate", "--checkpoint", str(run)], ["report", str(run), "--n", "2", "--out", str(tmp_path / "r.html")], ["visualize", "--model-path", str(run), "--n", "2", "--pool", "8", "--out", str(tmp_path / "viz")]):
+        assert main([*args, "--device", "cpu"]) == 0, args
+    assert asked == [False, False, False]
 
 
 def _support_middle(out: torch.Tensor, inp: torch.Tensor, cell: int) -> list[float]:

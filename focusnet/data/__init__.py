@@ -10,7 +10,7 @@ and the synthetic "find the lesion" datasets.
 
 from .augment import Augment
 from .custom import Prepared, prepare_custom
-from .dataset import MedMNISTData, SplitArrays, load_dataset, load_npz
+from .dataset import MedMNISTData, SplitArrays, load_dataset, load_npz, load_run_data
 from .download import check_md5, download_file, md5sum
 from .loader import TensorLoader
 from .registry import (
@@ -40,6 +40,7 @@ __all__ = [
     "get_dataset_info",
     "list_datasets",
     "load_dataset",
+    "load_run_data",
     "load_npz",
     "make_lesion_dataset",
     "md5sum",

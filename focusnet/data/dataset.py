@@ -85,6 +85,13 @@ def load_dataset(flag: str, size: int = 28, data_dir: str | None = None, downloa
     return load_npz(path, info, size, as_rgb=as_rgb, mmap=mmap)
 
 
+def load_run_data(desc: dict, data_dir: str | None, train: dict) -> MedMNISTData:
+    """The data a run trained on (`desc`: its checkpoint's data record, `train`: its config.json
+    training options), to score it or draw figures: from the run's data folder unless `data_dir`
+    is given, and downloaded only if the run allowed downloads (a --no-download run stays offline)."""
+    return load_dataset(desc["flag"], desc["size"], data_dir or train.get("data_dir"), download=train.get("download", True), as_rgb=desc["as_rgb"])
+
+
 def load_npz(path: str, info: DatasetInfo, size: int, as_rgb: bool = False, mmap: bool | None = None) -> MedMNISTData:
     """Validate a MedMNIST-format npz against `info` and return its splits as tensors."""
     headers = read_headers(path)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import MedMNISTData, SplitArrays, TensorLoader, load_dataset
+from ..data import MedMNISTData, SplitArrays, TensorLoader, load_run_data
 from ..errors import FocusNetError
 from ..metrics import evaluate_predictions, get_acc, get_auc, probabilities
 from .checkpoint import load_checkpoint
@@ -77,11 +77,10 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
         raise FocusNetError(f"unknown split {split!r}; use train, val or test")
     ck = load_checkpoint(path)
     train_cfg = _run_config(ck.path)
-    data_dir = data_dir or train_cfg.get("data_dir")
     n_boot = n_boot if n_boot is not None else train_cfg.get("n_boot", 1000)
     seed = seed if seed is not None else train_cfg.get("seed", 0)
     d = ck.data
-    data = load_dataset(d["flag"], d["size"], data_dir, as_rgb=d["as_rgb"])
+    data = load_run_data(d, data_dir, train_cfg)  # the run's data folder, and its --no-download
     check_fits_data(ck.model_config, data, ck.path)
     ctx = DistContext(device=pick_device(device))
     model = ck.build(ctx.device)

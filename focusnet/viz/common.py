@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import nn
 
-from ..data import load_dataset
+from ..data import load_run_data
 from ..engine.checkpoint import load_checkpoint
 from ..engine.distributed import pick_device
 from ..errors import FocusNetError
@@ -110,15 +110,7 @@ def load_split(run: RunModel, split: str = "test", data_dir: str | None = None, 
         raise FocusNetError(f"{run.path} was trained on {d['flag']}, not {dataset}; pass --dataset {d['flag']} or leave it out")
     if split not in ("train", "val", "test"):
         raise FocusNetError(f"unknown split {split!r}; use train, val or test")
-    return run_split(d, split, data_dir, run_config(run.path).get("train", {}))
-
-
-def run_split(desc: dict, split: str, data_dir: str | None, train: dict):
-    """A split of a run's data (`desc`: the checkpoint's data record, `train`: config.json's
-    training options): from the run's data folder unless `data_dir` is given, and downloaded only
-    if the run allowed downloads (a --no-download run stays offline)."""
-    data_dir = data_dir or train.get("data_dir")
-    return load_dataset(desc["flag"], desc["size"], data_dir, download=train.get("download", True), as_rgb=desc["as_rgb"]).splits[split]
+    return load_run_data(d, data_dir, run_config(run.path).get("train", {})).splits[split]
 
 
 # ----------------------------------------------------------------------------- what the model did

@@ -25,12 +25,13 @@ import torch
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from ..data import load_run_data
 from ..errors import FocusNetError
 from ..fileio import check_writable_parent, write_text
 from ..metrics import load_official_csv, reliability_curve
 from ..official import official_numbers
 from ..tasks import BINARY, MULTI_LABEL
-from .common import load_run_model, new_figure, png_base64, predicted_labels, resolve_device, run_split
+from .common import load_run_model, new_figure, png_base64, predicted_labels, resolve_device
 from .visualize import FIGURES, model_figures, select, split_hit_rate
 
 REPORT = "report.html"
@@ -254,7 +255,7 @@ def write_report(run_dir: str, out: str | None = None, n: int = 8, data_dir: str
 
     def test_split():
         if "split" not in state:
-            state["split"] = run_split(desc, "test", data_dir, config.get("train", {}))
+            state["split"] = load_run_data(desc, data_dir, config.get("train", {})).splits["test"]
         return state["split"]
 
     body = [f"<h1>FocusNet run report: {html.escape(os.path.basename(os.path.realpath(run_dir)))}</h1>", _guard(lambda: summary_html(run_dir, config, metrics))]
