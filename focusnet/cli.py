@@ -136,9 +136,11 @@ def config_from_args(args: argparse.Namespace):
 
         for name in {k for recipe in PRESETS.values() for k in recipe}:
             values.pop(name, None)
-    if args.dataset is not None:  # the given data replaces the stored one, of either kind
-        for name in ("data", "task"):
+    if args.dataset is not None and values.get("data"):  # the given data replaces the stored files and their folder
+        for name in ("data", "task", "data_dir", "on_bad_image"):
             values.pop(name, None)
+        if values.get("size") == "native":
+            values.pop("size")
     if args.data is not None:
         values.pop("dataset", None)
     for name in TRAIN_OPTIONS:

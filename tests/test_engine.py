@@ -487,7 +487,8 @@ def test_config_file_with_a_new_preset_or_new_data(tmp_path):
     from focusnet.engine.config import PRESETS
 
     stored = tmp_path / "config.json"
-    stored.write_text(json.dumps({"train": {**TrainConfig(dataset="breastmnist", epochs=7, lr=5e-4).resolved().to_dict(), "data": "/my/images.npz", "task": "binary"}}))
+    custom = {"data": "/my/images.npz", "task": "binary", "data_dir": "/cache/custom/custom-images", "size": "native"}
+    stored.write_text(json.dumps({"train": {**TrainConfig(dataset="breastmnist", epochs=7, lr=5e-4).resolved().to_dict(), **custom}}))
 
     def config(*flags):
         return config_from_args(build_parser().parse_args(["train", "--config", str(stored), *flags])).resolved()
@@ -496,9 +497,20 @@ def test_config_file_with_a_new_preset_or_new_data(tmp_path):
     recipe = {k: getattr(strong, k) for k in PRESETS["strong"]}
     assert recipe == PRESETS["strong"] and strong.preset == "strong" and strong.epochs == 7
     assert strong.dataset == "pathmnist" and strong.data is None and strong.task is None
+    assert strong.data_dir is None and strong.size == 28  # not the custom data's cache folder and native size
     assert config("--preset", "strong", "--lr", "0.01").lr == 0.01  # a flag still wins
     assert config().lr == 5e-4 and config().data == "/my/images.npz"  # without flags the stored run is repeated
     assert config("--data", "/other.npz").dataset == TrainConfig().dataset
+
+
+def test_an_old_glance_only_run_says_why_it_cannot_be_resumed(data_dir, tmp_path):
+    run = train(tiny(data_dir, tmp_path, epochs=1, max_batches=1, model_options={**TINY["model_options"], "num_saccades": 0}))
+    path = os.path.join(run.run_dir, "last.pth")
+    state = torch.load(path, weights_only=True)
+    state["model"]["suppression_strength"] = torch.tensor(-1.5)  # as glance-only runs saved before 2026-11-27
+    torch.save(state, path)
+    with pytest.raises(FocusNetError, match="saved before 2026-11-27, when glance-only models held an unused parameter"):
+        train(TrainConfig(progress=False), resume=run.run_dir)
 
 
 def _first_epoch(data_dir, folder, **options):

@@ -88,6 +88,9 @@ def test_glance_only_checkpoints_with_the_old_unused_parameter_still_load():
     model.load_state_dict(old)  # strict: only that one key is forgiven
     with pytest.raises(RuntimeError, match="inhibition"):
         model.load_state_dict({**old, "inhibition": torch.tensor(2.0)})
+    unsuppressed = EnhancedFocusNet2D(1, 3, suppression=False)  # saccades without suppression: still strict
+    with pytest.raises(RuntimeError, match="suppression_strength"):
+        unsuppressed.load_state_dict({**unsuppressed.state_dict(), "suppression_strength": torch.tensor(-1.5)})
 
 
 @pytest.mark.parametrize("sides", [(300, 300), (28, 224), (20, 36, 44)])

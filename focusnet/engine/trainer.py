@@ -398,6 +398,8 @@ class _Run:
     # --- resume ---------------------------------------------------------------------------
     def _restore(self, state: dict) -> None:
         where = os.path.join(self.run_dir, ckpt.LAST)
+        if isinstance(state.get("model"), dict) and "suppression_strength" in state["model"] and not hasattr(ckpt.unwrap(self.model), "suppression_strength"):
+            raise FocusNetError(f"{where} was saved before 2026-11-27, when glance-only models held an unused parameter that its optimizer state still lists: it cannot be resumed; its best_model.pth still loads for evaluate and predict, or train it again")
         try:
             self.model.load_state_dict(state["model"])
         except (KeyError, TypeError, AttributeError, RuntimeError) as e:

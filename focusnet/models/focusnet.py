@@ -173,7 +173,7 @@ class FocusNet(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Glance-only checkpoints written before 2026-11-27 hold a suppression_strength that was never
         # used (DDP refuses unused parameters, so such models no longer create it): they still load.
-        if not hasattr(self, "suppression_strength"):
+        if self.config.num_saccades == 0:  # only there: a suppression=False model still refuses it
             state_dict.pop(prefix + "suppression_strength", None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
