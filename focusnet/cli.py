@@ -196,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FocusNetError("--seeds and --resume cannot be combined: resuming a --seeds folder continues its own seeds")
     several = bool(args.seeds) or bool(args.resume and is_seeds_folder(args.resume))
     if args.seed_workers is not None and not several:
-        raise FocusNetError("--seed-workers needs --seeds (several seeds to train at once); add --seeds, e.g. --seeds 0 1 2")
+        raise FocusNetError("--seed-workers needs several seeds: --seeds (e.g. --seeds 0 1 2), or --resume of a --seeds folder")
     workers = 1 if args.seed_workers is None else args.seed_workers
     if args.seeds:
         check_seeds(args)

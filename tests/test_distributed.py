@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from focusnet.data import SplitArrays
-from focusnet.engine import TrainConfig, TrainingStopped, train
+from focusnet.engine import TrainConfig, TrainingStopped, evaluate_checkpoint, train
 from focusnet.engine import trainer as trainer_module
 from focusnet.engine.distributed import DistContext
 from focusnet.engine.evaluator import eval_loader, predict_logits
@@ -100,6 +100,17 @@ def test_glance_only_and_one_saccade_models_train_under_torchrun(tmp_path, data_
     run = _focusnet(args, 2, tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert _metrics(tmp_path / "synth-lesion-binary_latest")["world_size"] == 2
+
+
+def test_seeds_under_torchrun_fill_one_folder(tmp_path, data_dir):
+    """Each process made its own <flag>_<timestamp> folder (rank 1's with empty seed folders and a
+    second summary); rank 0 now makes the one folder and writes the summary."""
+    args = ["train", "--dataset", "synth-lesion-binary", "--data-dir", data_dir, "--epochs", "1", *TINY, "--seeds", "0", "1", "--output-dir", str(tmp_path / "out")]
+    run = _focusnet(args, 2, tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (parent,) = [p for p in (tmp_path / "out").iterdir() if not p.name.endswith("_latest")]
+    assert sorted(os.listdir(parent)) == ["seed_0", "seed_1", "seeds.json", "summary.json"]
+    assert run.stdout.count("2 seeds, test") == 1 and _metrics(parent / "seed_1")["world_size"] == 2
 
 
 @pytest.mark.parametrize("first,then", [(2, 1), (1, 2)])
@@ -202,27 +213,37 @@ def _nan_worker(rank: int, world: int, port: int, cfg: dict, run_dir: str, out: 
 
 
 def _no_shared_disk_worker(rank: int, world: int, port: int, cfg: dict, run_dir: str) -> None:
-    """Rank 1 cannot read rank 0's files, as on a second machine without a shared file system."""
+    """Rank 1 cannot read rank 0's files, as on a second machine without a shared file system; the
+    validation AUC falls after epoch 1, so the best epoch (1) is not the last one (2)."""
     if rank:
         def unreadable(path, *args, **kwargs):
             raise FocusNetError(f"{path} not found")
 
         trainer_module.ckpt.load_checkpoint = unreadable
+    original, epochs = trainer_module.quick_metrics, []
+
+    def falling(*args, **kwargs):
+        epochs.append(1)
+        return {**original(*args, **kwargs), "auc": 1.0 / len(epochs)}
+
+    trainer_module.quick_metrics = falling
     _train_worker(rank, world, port, cfg, run_dir, False, None)
 
 
 def test_the_best_weights_reach_every_rank_without_a_shared_disk(tmp_path, data_dir):
     """Every rank read best_model.pth at the end, which only rank 0 writes: on two machines
-    without a shared file system the second one failed with 'not found'. Rank 0 now sends them."""
+    without a shared file system the second one failed with 'not found'. Rank 0 now sends the
+    weights; both ranks score the best epoch's, as one process re-scoring best_model.pth does."""
     cfg = TrainConfig(
         dataset="synth-lesion-binary", data_dir=data_dir, epochs=2, batch_size=32, max_batches=3, n_boot=20, report=False, progress=False, channels_last=True,
         model_options={"width": 8, "feature_channels": 16, "hidden_size": 32},
     ).to_dict()
-    shared, separate = tmp_path / "shared", tmp_path / "separate"
-    shared.mkdir(), separate.mkdir()
-    _spawn_training(2, cfg, str(shared))
-    _spawn(_no_shared_disk_worker, 2, cfg, str(separate))
-    assert _metrics(separate)["test"] == _metrics(shared)["test"]
+    _spawn(_no_shared_disk_worker, 2, cfg, str(tmp_path))
+    metrics = _metrics(tmp_path)
+    assert metrics["best_epoch"] == 1
+    alone = evaluate_checkpoint(str(tmp_path / "best_model.pth"), device="cpu")
+    for key in ("acc", "auc"):
+        assert alone[key] == pytest.approx(metrics["test"][key], abs=1e-6)
 
 
 @pytest.mark.parametrize("policy", ["skip", "stop"])

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -376,6 +377,11 @@ def test_an_interrupted_seeds_set_resumes_to_the_same_summary(data_dir, tmp_path
     assert summary["seeds"] == [0, 1, 2] and summary["test"] == full["test"] and summary["val"] == full["val"]
     assert sorted(os.listdir(parent)) == ["seed_0", "seed_1", "seed_2", "seeds.json", "summary.json"]
     assert "3 seeds, test" in capsys.readouterr().out
+    # a seed folder holding another run (here seed 0's, as seed 2) is refused, not summarised
+    shutil.rmtree(os.path.join(parent, "seed_2"))
+    shutil.copytree(os.path.join(parent, "seed_0"), os.path.join(parent, "seed_2"))
+    assert main(["train", "--resume", parent]) == 2
+    assert "seed_2 holds a run whose settings differ from seeds.json's (seed)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -422,7 +428,7 @@ def test_cli_train_and_script_spelling(data_dir, tmp_path, capsys):
         (["train", "--resume", "/nonexistent/run"], "nothing to resume"),
         (["train", "--resume", "/nonexistent/run", "--output-dir", "elsewhere"], "--output-dir cannot be given"),  # was accepted and ignored
         (["train", "--dataset", "synth-lesion", "--seeds", "0", "1", "--seed-workers", "0"], "--seed-workers must be at least 1"),
-        (["train", "--dataset", "synth-lesion", "--seed-workers", "2"], "--seed-workers needs --seeds"),
+        (["train", "--dataset", "synth-lesion", "--seed-workers", "2"], "--seed-workers needs several seeds"),
         (["evaluate", "--checkpoint", "/nonexistent/best_model.pth"], "not found"),
     ],
 )

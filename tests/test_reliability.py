@@ -204,6 +204,30 @@ def test_signal_stops_at_a_safe_point_and_says_how_to_resume(signame, data_dir, 
     assert_same_run(run_dir, reference.run_dir)
 
 
+def test_a_stop_reaches_seeds_training_in_parallel(data_dir, tmp_path, capsys):
+    """SIGTERM to `--seeds 0 1 2 --seed-workers 2`: the running seeds stop at a safe point, seed 2
+    never starts, and one line names the folder to resume (the parent died silently and its worker
+    processes trained on, seed 2 included); resuming the folder finishes every seed."""
+    out_dir = tmp_path / "results"
+    args = [*TINY_ARGS, "--epochs", "4", "--max-batches", "8", "--seeds", "0", "1", "2", "--seed-workers", "2"]  # the later flags win
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "focusnet", "train", *args, "--data-dir", data_dir, "--output-dir", str(out_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(out_dir.glob("*/seed_0/log.csv")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to the parent alone
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    (parent,) = out_dir.iterdir()
+    (line,) = [line for line in err.splitlines() if "focusnet train: error" in line]
+    assert "seed 0: stopped by SIGTERM" in line and f"resume every seed with: focusnet train --resume {parent}" in line
+    time.sleep(2)  # no worker trains on
+    assert not (parent / "seed_2").exists() and not list(parent.glob("seed_*/metrics.json"))
+    code, _, _ = cli(capsys, "train", "--resume", str(parent))
+    assert code == 0 and json.loads((parent / "summary.json").read_text())["seeds"] == [0, 1, 2]
+
+
 def test_resume_refuses_flags_that_would_change_the_run(reference, tmp_path, capsys):
     run_dir = shutil.copytree(reference.run_dir, tmp_path / "run")
     before = files_under(run_dir)

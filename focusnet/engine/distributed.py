@@ -53,6 +53,11 @@ def init_distributed(device: str) -> DistContext:
     return DistContext(rank, world, local, dev)
 
 
+def joined() -> bool:
+    """Is this process already in a torchrun process group?"""
+    return dist.is_available() and dist.is_initialized()
+
+
 def cleanup_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -18,7 +18,6 @@ Run folder (written by rank 0, every file atomically):
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import copy
 import csv
@@ -27,6 +26,7 @@ import json
 import math
 import multiprocessing
 import os
+import queue as queue_module
 import shutil
 import signal
 import sys
@@ -69,6 +69,7 @@ from .distributed import (
     cleanup_distributed,
     gather_objects,
     init_distributed,
+    joined,
     sync_buffers,
 )
 from .evaluator import (
@@ -94,7 +95,7 @@ class TrainingStopped(FocusNetError):
     @property
     def what(self) -> str:
         """The message without its resume command (a multi-seed run names its own)."""
-        return str(self).split("; resume with: ", 1)[0]
+        return str(self).split("; resume ", 1)[0]
 
 
 @dataclass
@@ -308,11 +309,13 @@ def train(config: TrainConfig, resume: str | None = None, run_dir: str | None = 
     except FocusNetError as e:  # a bad option: every process finds the same
         e.shared = True
         raise
+    owns_group = not joined()  # a --seeds set under torchrun holds one group for all its seeds
     ctx = init_distributed(cfg.device)
     try:
         return _Run(cfg, ctx, run_dir, state, link).execute()
     finally:
-        cleanup_distributed()
+        if owns_group:
+            cleanup_distributed()
 
 
 def _resume_state(resume: str, config: TrainConfig, given: set[str] | None = None) -> tuple[str, dict, TrainConfig]:
@@ -323,14 +326,19 @@ def _resume_state(resume: str, config: TrainConfig, given: set[str] | None = Non
     if not isinstance(state.get("config"), dict):
         raise FocusNetError(f"{path} holds no training config; it is damaged: start a new run")
     stored = TrainConfig.from_dict(state["config"])
-    if given is None:  # not told which flags the user gave: take those that differ from the defaults
-        defaults = TrainConfig()
-        given = {name for name in RESUME_FREE if getattr(config, name) != getattr(defaults, name)}
+    if given is None:
+        given = _changed_free_options(config)
     for name in set(RESUME_FREE) & given:  # an option not given keeps the run's own setting (its --data-dir, threads...)
         setattr(stored, name, getattr(config, name))
     run_dir = os.path.dirname(os.path.realpath(path))  # through <flag>_latest: the run folder itself, not the link
     _remove_stale_temporaries(run_dir)
     return run_dir, state, stored
+
+
+def _changed_free_options(config: TrainConfig) -> set[str]:
+    """Not told which flags the user gave: the RESUME_FREE options that differ from the defaults."""
+    defaults = TrainConfig()
+    return {name for name in RESUME_FREE if getattr(config, name) != getattr(defaults, name)}
 
 
 def _remove_stale_temporaries(run_dir: str) -> None:
@@ -672,14 +680,41 @@ def train_seeds(config: TrainConfig, seeds: list[int], workers: int = 1) -> tupl
     if min(seeds) < 0:  # checked before any seed trains (a bad one used to fail after the others had run)
         raise FocusNetError(f"--seeds must be >= 0, got {min(seeds)}")
     cfg = config.resolved()
-    parent = new_run_dir(cfg.output_dir, custom_flag(cfg.data) if cfg.data else cfg.dataset)
-    write_json(os.path.join(parent, SEEDS_PLAN), {"seeds": list(seeds), "train": cfg.to_dict()})
+    with _seeds_group(cfg.device) as ctx:
+        parent = _new_seeds_folder(cfg, seeds, ctx)
+        try:
+            return _run_seeds(parent, cfg.to_dict(), list(seeds), workers)
+        except FocusNetError as e:
+            if ctx.is_main and not isinstance(e, TrainingStopped) and all(not os.listdir(os.path.join(parent, d)) for d in os.listdir(parent) if d.startswith("seed_")):
+                shutil.rmtree(parent, ignore_errors=True)  # failed before any seed wrote a file (e.g. missing data): leave nothing behind
+            raise
+
+
+@contextlib.contextmanager
+def _seeds_group(device: str):
+    """Under torchrun, the process group for a whole --seeds set, joined once: every seed's
+    `train` uses it (a group left and joined again fails to connect under gloo). Yields the
+    DistContext (a single-process one outside torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        yield DistContext()
+        return
+    owns = not joined()
+    ctx = init_distributed(device)
     try:
-        return _run_seeds(parent, cfg.to_dict(), list(seeds), workers)
-    except FocusNetError as e:
-        if not isinstance(e, TrainingStopped) and all(not os.listdir(os.path.join(parent, d)) for d in os.listdir(parent) if d.startswith("seed_")):
-            shutil.rmtree(parent, ignore_errors=True)  # failed before any seed wrote a file (e.g. missing data): leave nothing behind
-        raise
+        yield ctx
+    finally:
+        if owns:
+            cleanup_distributed()
+
+
+def _new_seeds_folder(cfg: TrainConfig, seeds: list[int], ctx: DistContext) -> str:
+    """results/<flag>_<timestamp>/ with its seeds.json, made by rank 0; the other ranks learn its
+    name (each made its own before, with empty seed folders and a second summary)."""
+    parent = None
+    if ctx.is_main:
+        parent = new_run_dir(cfg.output_dir, custom_flag(cfg.data) if cfg.data else cfg.dataset)
+        write_json(os.path.join(parent, SEEDS_PLAN), {"seeds": list(seeds), "train": cfg.to_dict()})
+    return broadcast_object(parent, ctx)
 
 
 def is_seeds_folder(path: str) -> bool:
@@ -689,17 +724,21 @@ def is_seeds_folder(path: str) -> bool:
 def resume_seeds(parent: str, config: TrainConfig | None = None, given: set[str] | None = None, workers: int = 1) -> tuple[str, dict]:
     """Finish a `train_seeds` folder: finished seeds are kept, interrupted ones resumed after
     their last complete epoch, seeds not started trained; then summary.json is (re)written.
-    RESUME_FREE options named in `given` are taken from `config` (device, threads, data folder)."""
+    RESUME_FREE options are taken from `config` (device, threads, data folder): those named in
+    `given`, or when `given` is None, those that differ from the defaults (as `train` does)."""
     _check_workers(workers)
+    config = config or TrainConfig()
+    given = _changed_free_options(config) if given is None else given
     try:
         with open(os.path.join(parent, SEEDS_PLAN), encoding="utf-8") as f:
             plan = json.load(f)
         seeds, options = [int(s) for s in plan["seeds"]], dict(plan["train"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise FocusNetError(f"{os.path.join(parent, SEEDS_PLAN)} is unreadable ({type(e).__name__}); start the seeds again") from None
-    for name in set(RESUME_FREE) & (given or set()):
+    for name in set(RESUME_FREE) & given:
         options[name] = getattr(config, name)
-    return _run_seeds(parent, options, seeds, workers, given or set())
+    with _seeds_group(options.get("device", "auto")):
+        return _run_seeds(parent, options, seeds, workers, given)
 
 
 def _check_workers(workers: int) -> None:
@@ -717,15 +756,13 @@ def _run_seeds(parent: str, options: dict, seeds: list[int], workers: int, given
             results.append(_train_seed(*job))
             if results[-1][2]:  # stopped by a signal: the later seeds wait for the resume
                 break
-    else:  # spawn: CUDA cannot be used in a forked child
-        pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(seeds)), mp_context=multiprocessing.get_context("spawn"))
-        try:
-            results = list(pool.map(_train_seed, *zip(*jobs)))
-        finally:  # after a failure, seeds not started yet are dropped instead of trained for nothing
-            pool.shutdown(cancel_futures=True)
-    stopped = next((why for _, _, why in results if why), None)
-    if stopped:
-        raise TrainingStopped(f"{stopped}; resume every seed with: focusnet train --resume {parent}")
+    else:
+        results = _train_in_processes(jobs, workers)
+    stopped = [why for _, _, why in results if why]
+    if stopped or len(results) < len(jobs):
+        raise TrainingStopped(f"{'; '.join(stopped) or 'stopped before every seed had run'}; resume every seed with: focusnet train --resume {parent}")
+    if int(os.environ.get("RANK", "0")):  # under torchrun rank 0 alone writes the summary
+        return parent, summarize_seeds([metrics for _, metrics, _ in results], seeds)
     summary = summarize_seeds([metrics for _, metrics, _ in results], seeds)
     write_json(os.path.join(parent, "summary.json"), summary)
     flag = results[-1][1]["dataset"]  # the registered flag (a custom dataset's may carry a suffix)
@@ -737,9 +774,59 @@ def _run_seeds(parent: str, options: dict, seeds: list[int], workers: int, given
     return parent, summary
 
 
+def _train_in_processes(jobs: list[tuple], workers: int) -> list[tuple]:
+    """Each job's `_train_seed` in its own spawned process (CUDA cannot be used in a forked one),
+    `workers` at a time, in job order. A stop signal to this process is passed on to the running
+    seeds, which stop at their next safe point, and no further seed starts; so does a failure.
+    Returns the results of the seeds that ran, in job order."""
+    mp = multiprocessing.get_context("spawn")
+    queue = mp.Queue()
+    pending, running, done, failure, halted = list(enumerate(jobs)), {}, {}, None, False
+    with StopSignal() as stop:
+        while pending or running:
+            if failure is not None:  # the seeds already running finish; no further one starts
+                pending.clear()
+            if stop.received is not None and not halted:
+                halted = True
+                pending.clear()
+                for p in running.values():
+                    p.terminate()  # SIGTERM: its trainer stops at the next safe point and says so
+            while pending and len(running) < workers:
+                i, job = pending.pop(0)
+                running[i] = mp.Process(target=_seed_process, args=(queue, i, *job))
+                running[i].start()
+            try:
+                i, outcome = queue.get(timeout=0.2)
+            except queue_module.Empty:
+                for i, p in list(running.items()):
+                    if not p.is_alive() and queue.empty():  # ended without a word: stopped before its trainer started, or killed
+                        running.pop(i)
+                        if not halted:
+                            failure = failure or FocusNetError(f"the process training seed {jobs[i][1]} ended with exit code {p.exitcode} before reporting; see its output above")
+                continue
+            running.pop(i).join()
+            if isinstance(outcome, BaseException):
+                failure = failure or outcome
+            else:
+                done[i] = outcome
+    if failure is not None:
+        raise failure
+    return [done[i] for i in sorted(done)]
+
+
+def _seed_process(queue, index: int, *job) -> None:
+    """A worker process: `_train_seed(*job)`, or the exception it raised, back through `queue`."""
+    try:
+        outcome = _train_seed(*job)
+    except BaseException as e:  # noqa: BLE001 - the parent re-raises it
+        outcome = e if isinstance(e, FocusNetError) else RuntimeError(f"seed {job[1]}: {type(e).__name__}: {e}")
+    queue.put((index, outcome))
+
+
 def _train_seed(options: dict, seed: int, folder: str, given: set[str] | None = None) -> tuple[str, dict | None, str | None]:
     """(run folder, metrics, None), or (run folder, None, what stopped it) after a stop signal.
     A finished seed is read back, an interrupted one resumed. Module-level: a worker process imports it."""
+    _check_seed_folder(folder, options, seed)
     done = os.path.join(folder, "metrics.json")
     if os.path.isfile(done) and os.path.isfile(os.path.join(folder, ckpt.BEST)):
         with open(done, encoding="utf-8") as f:
@@ -754,6 +841,23 @@ def _train_seed(options: dict, seed: int, folder: str, given: set[str] | None = 
     except TrainingStopped as e:
         return folder, None, f"seed {seed}: {e.what}"
     return result.run_dir, result.metrics, None
+
+
+def _check_seed_folder(folder: str, options: dict, seed: int) -> None:
+    """A seed folder an earlier try left must hold this seed's run of the plan's settings."""
+    path = os.path.join(folder, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)["train"]
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FocusNetError(f"{path} is unreadable ({type(e).__name__}); move {folder} away to train seed {seed} again") from None
+    expected = {**options, "seed": seed}
+    free = set(RESUME_FREE) | ({"dataset", "size"} if options.get("data") else set())  # custom data: the trainer names its flag
+    differ = sorted(k for k, v in expected.items() if k not in free and stored.get(k) != v)
+    if differ:
+        raise FocusNetError(f"{folder} holds a run whose settings differ from {SEEDS_PLAN}'s ({', '.join(differ)}); move it away to train seed {seed} again")
 
 
 def summarize_seeds(metrics: list[dict], seeds: list[int]) -> dict:
