@@ -761,9 +761,9 @@ def _run_seeds(parent: str, options: dict, seeds: list[int], workers: int, given
     stopped = [why for _, _, why in results if why]
     if stopped or len(results) < len(jobs):
         raise TrainingStopped(f"{'; '.join(stopped) or 'stopped before every seed had run'}; resume every seed with: focusnet train --resume {parent}")
-    if int(os.environ.get("RANK", "0")):  # under torchrun rank 0 alone writes the summary
-        return parent, summarize_seeds([metrics for _, metrics, _ in results], seeds)
     summary = summarize_seeds([metrics for _, metrics, _ in results], seeds)
+    if int(os.environ.get("RANK", "0")):  # under torchrun rank 0 alone writes the summary
+        return parent, summary
     write_json(os.path.join(parent, "summary.json"), summary)
     flag = results[-1][1]["dataset"]  # the registered flag (a custom dataset's may carry a suffix)
     link_latest(results[-1][0], os.path.join(os.path.dirname(os.path.abspath(parent)), f"{flag}_latest"))
@@ -777,8 +777,8 @@ def _run_seeds(parent: str, options: dict, seeds: list[int], workers: int, given
 def _train_in_processes(jobs: list[tuple], workers: int) -> list[tuple]:
     """Each job's `_train_seed` in its own spawned process (CUDA cannot be used in a forked one),
     `workers` at a time, in job order. A stop signal to this process is passed on to the running
-    seeds, which stop at their next safe point, and no further seed starts; so does a failure.
-    Returns the results of the seeds that ran, in job order."""
+    seeds, which stop at their next safe point, and no further seed starts; after a failure the
+    running seeds finish and no further one starts. Returns the results of the seeds that ran."""
     mp = multiprocessing.get_context("spawn")
     queue = mp.Queue()
     pending, running, done, failure, halted = list(enumerate(jobs)), {}, {}, None, False
