@@ -407,7 +407,8 @@ def test_seeds_in_parallel_processes_match_sequential_runs(data_dir, tmp_path):
     _, parallel = train_seeds(cfg, [0, 1], workers=2)
     for split in ("val", "test"):
         for key in ("acc", "auc"):
-            assert parallel[split][key]["values"] == pytest.approx(sequential[split][key]["values"], abs=1e-6)
+            # float rounding only: with OMP_NUM_THREADS=1 the AUCs differ by ~3e-6 (kernel choice), a wrong seed by far more
+            assert parallel[split][key]["values"] == pytest.approx(sequential[split][key]["values"], abs=1e-5)
 
 
 def test_cli_train_and_script_spelling(data_dir, tmp_path, capsys):
