@@ -6,6 +6,7 @@ them everything runs as a single process and these helpers are no-ops.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -56,6 +57,20 @@ def init_distributed(device: str) -> DistContext:
 def joined() -> bool:
     """Is this process already in a torchrun process group?"""
     return dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def process_group(device: str):
+    """The DistContext of this process, in the torchrun process group when launched by torchrun:
+    joined here and left on exit, unless a caller already holds it (a --seeds set joins once for
+    all its seeds: a group left and joined again fails to connect under gloo)."""
+    owns = not joined()
+    ctx = init_distributed(device)
+    try:
+        yield ctx
+    finally:
+        if owns:
+            cleanup_distributed()
 
 
 def cleanup_distributed() -> None:

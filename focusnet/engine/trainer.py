@@ -66,10 +66,8 @@ from .distributed import (
     broadcast_flag,
     broadcast_object,
     broadcast_weights,
-    cleanup_distributed,
     gather_objects,
-    init_distributed,
-    joined,
+    process_group,
     sync_buffers,
 )
 from .evaluator import (
@@ -309,13 +307,8 @@ def train(config: TrainConfig, resume: str | None = None, run_dir: str | None = 
     except FocusNetError as e:  # a bad option: every process finds the same
         e.shared = True
         raise
-    owns_group = not joined()  # a --seeds set under torchrun holds one group for all its seeds
-    ctx = init_distributed(cfg.device)
-    try:
+    with process_group(cfg.device) as ctx:
         return _Run(cfg, ctx, run_dir, state, link).execute()
-    finally:
-        if owns_group:
-            cleanup_distributed()
 
 
 def _resume_state(resume: str, config: TrainConfig, given: set[str] | None = None) -> tuple[str, dict, TrainConfig]:
@@ -680,7 +673,7 @@ def train_seeds(config: TrainConfig, seeds: list[int], workers: int = 1) -> tupl
     if min(seeds) < 0:  # checked before any seed trains (a bad one used to fail after the others had run)
         raise FocusNetError(f"--seeds must be >= 0, got {min(seeds)}")
     cfg = config.resolved()
-    with _seeds_group(cfg.device) as ctx:
+    with process_group(cfg.device) as ctx:  # under torchrun, one group for every seed
         parent = _new_seeds_folder(cfg, seeds, ctx)
         try:
             return _run_seeds(parent, cfg.to_dict(), list(seeds), workers)
@@ -688,23 +681,6 @@ def train_seeds(config: TrainConfig, seeds: list[int], workers: int = 1) -> tupl
             if ctx.is_main and not isinstance(e, TrainingStopped) and all(not os.listdir(os.path.join(parent, d)) for d in os.listdir(parent) if d.startswith("seed_")):
                 shutil.rmtree(parent, ignore_errors=True)  # failed before any seed wrote a file (e.g. missing data): leave nothing behind
             raise
-
-
-@contextlib.contextmanager
-def _seeds_group(device: str):
-    """Under torchrun, the process group for a whole --seeds set, joined once: every seed's
-    `train` uses it (a group left and joined again fails to connect under gloo). Yields the
-    DistContext (a single-process one outside torchrun)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        yield DistContext()
-        return
-    owns = not joined()
-    ctx = init_distributed(device)
-    try:
-        yield ctx
-    finally:
-        if owns:
-            cleanup_distributed()
 
 
 def _new_seeds_folder(cfg: TrainConfig, seeds: list[int], ctx: DistContext) -> str:
@@ -737,7 +713,7 @@ def resume_seeds(parent: str, config: TrainConfig | None = None, given: set[str]
         raise FocusNetError(f"{os.path.join(parent, SEEDS_PLAN)} is unreadable ({type(e).__name__}); start the seeds again") from None
     for name in set(RESUME_FREE) & given:
         options[name] = getattr(config, name)
-    with _seeds_group(options.get("device", "auto")):
+    with process_group(options.get("device", "auto")):
         return _run_seeds(parent, options, seeds, workers, given)
 
 
