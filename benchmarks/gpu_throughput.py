@@ -43,11 +43,17 @@ def build(dims: int, mode: str, device: torch.device) -> dict[str, torch.nn.Modu
     return models
 
 
-def images_per_s(fns: dict, batch: int, steps: int, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median images/s of each fn, timed in alternation; each timing runs `steps` calls."""
+def images_per_s(fns: dict, batch: int, steps: int, repeats: int, device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """Median images/s of each fn, timed in alternation (each timing runs `steps` calls), and the
+    seconds of each fn's untimed two-call warm-up (cuDNN picks its algorithms, torch.compile compiles)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for fn in fns.values():  # warm-up (cuDNN picks its algorithms and torch.compile compiles here)
+    warmup_s = {}
+    for name, fn in fns.items():
+        sync()
+        t0 = time.perf_counter()
         fn(), fn()
+        sync()
+        warmup_s[name] = time.perf_counter() - t0
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -57,7 +63,7 @@ def images_per_s(fns: dict, batch: int, steps: int, repeats: int, device: torch.
                 fn()
             sync()
             times[name].append(batch * steps / (time.perf_counter() - t0))
-    return {name: statistics.median(v) for name, v in times.items()}
+    return {name: statistics.median(v) for name, v in times.items()}, warmup_s
 
 
 def measure(dims: int, batch: int, mode: str, device: torch.device, steps: int, repeats: int, backend: str = "inductor") -> dict:
@@ -77,13 +83,14 @@ def measure(dims: int, batch: int, mode: str, device: torch.device, steps: int, 
 
     compiled = "torch.compile" in mode
     steps_fns = {name: train_step_fn(m, compile_backend=backend if compiled else None) for name, m in models.items()}
-    train = images_per_s({n: under_autocast(lambda s=s: s(x, y)) for n, s in steps_fns.items()}, batch, steps, repeats, device)
+    train, train_warmup = images_per_s({n: under_autocast(lambda s=s: s(x, y)) for n, s in steps_fns.items()}, batch, steps, repeats, device)
     for m in models.values():
         m.eval()
     runners = {n: torch.compile(m, backend=backend) if compiled else m for n, m in models.items()}
     with torch.no_grad():
-        infer = images_per_s({n: under_autocast(lambda m=m: m(x)) for n, m in runners.items()}, batch, steps, repeats, device)
-    out = {"dims": dims, "batch": batch, "mode": mode, "train_images_per_s": train, "inference_images_per_s": infer}
+        infer, infer_warmup = images_per_s({n: under_autocast(lambda m=m: m(x)) for n, m in runners.items()}, batch, steps, repeats, device)
+    out = {"dims": dims, "batch": batch, "mode": mode, "train_images_per_s": train, "inference_images_per_s": infer,
+           "train_warmup_s": train_warmup, "inference_warmup_s": infer_warmup}
     print(out, flush=True)
     return out
 
@@ -92,13 +99,20 @@ def markdown(result: dict) -> str:
     lines = ["## GPU throughput: FocusNet vs ResNet-18", "", f"Machine: {result['machine']}. Command: `{result['command']}`.", "",
              "Images/s, median of alternated timings; ratio = FocusNet / ResNet-18. FocusNet's sequential fixations are many",
              "small kernels, so on a GPU its FLOPs saving buys no speed at 28 px; where bf16 autocast is slower than fp32,",
-             "its cast kernels cost more than the arithmetic they save. torch.compile rows are the steady state: compilation",
-             "happens in the untimed warm-up.", "",
+             "its cast kernels cost more than the arithmetic they save. torch.compile fuses many of those small kernels; its",
+             "rows are the steady state: compilation happens in the untimed warm-up (its seconds are listed below the table).", "",
              "| case | precision | train FocusNet | train ResNet-18 | ratio | inference FocusNet | inference ResNet-18 | ratio |", "|---|---|---|---|---|---|---|---|"]
-    for case, r in zip(result["case_names"], result["rows"]):
+    order = [(case, mode) for case in CASES for mode in MODES]
+    measured = sorted(zip(result["case_names"], result["rows"]), key=lambda cr: order.index((cr[0], cr[1]["mode"])))
+    for case, r in measured:
         t, i = r["train_images_per_s"], r["inference_images_per_s"]
         lines.append(f"| {case} | {r['mode']} | {t['FocusNet']:,.0f} | {t['ResNet-18']:,.0f} | {t['FocusNet'] / t['ResNet-18']:.2f}x | "
                      f"{i['FocusNet']:,.0f} | {i['ResNet-18']:,.0f} | {i['FocusNet'] / i['ResNet-18']:.2f}x |")
+    compiled = [(case, r) for case, r in measured if "torch.compile" in r["mode"] and "train_warmup_s" in r]
+    if compiled:
+        lines += ["", "Warm-up of the torch.compile rows (two calls each, compilation included), seconds:"]
+        lines += [f"- {case}: FocusNet train {r['train_warmup_s']['FocusNet']:.0f} s, inference {r['inference_warmup_s']['FocusNet']:.0f} s; "
+                  f"ResNet-18 train {r['train_warmup_s']['ResNet-18']:.0f} s, inference {r['inference_warmup_s']['ResNet-18']:.0f} s." for case, r in compiled]
     done = set(zip(result["case_names"], (r["mode"] for r in result["rows"])))
     missing = [f"{case}, {mode}" for case in CASES for mode in MODES if (case, mode) not in done]
     if missing:
@@ -127,8 +141,8 @@ def main() -> None:
         raise SystemExit("no CUDA device here: run this on a machine with a GPU (or --device cpu to test the script)")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU only, {os.cpu_count()} cores"
     result: dict = {"machine": f"{where}, torch {torch.__version__}", "command": command_line(), "case_names": [], "rows": []}
-    for case, (dims, batch) in CASES.items():
-        for mode in MODES:  # written after every row: a lease that ends early keeps what was measured
+    for mode in MODES:  # compile's slow warm-up last; written after every row: a lease that ends early keeps what was measured
+        for case, (dims, batch) in CASES.items():
             result["rows"].append(measure(dims, batch, mode, device, args.steps, args.repeats, args.compile_backend))
             result["case_names"].append(case)
             write_json(json_path, result)

@@ -326,6 +326,12 @@ def test_gpu_throughput_compile_mode_runs_both_models_compiled_on_the_cpu():
     text = gpu_throughput.markdown(result)
     assert f"| 2D 28 px, batch 128 | {mode} |" in text
     assert "Not measured in this run: 2D 28 px, batch 128, fp32;" in text and f"3D 28^3, batch 32, {mode}." in text
+    assert all(v > 0 for key in ("train_warmup_s", "inference_warmup_s") for v in out[key].values())
+    assert "- 2D 28 px, batch 128: FocusNet train" in text  # compile's warm-up (compilation) is reported
+    # rows are measured mode by mode (compile last) but shown case by case, in MODES order
+    fp32_3d = {**out, "dims": 3, "mode": "fp32"}
+    text = gpu_throughput.markdown({**result, "case_names": ["3D 28^3, batch 32", "2D 28 px, batch 128"], "rows": [fp32_3d, out]})
+    assert text.index(f"| 2D 28 px, batch 128 | {mode} |") < text.index("| 3D 28^3, batch 32 | fp32 |")
 
 
 def test_scaling_benchmark_takes_medians_and_counts_other_load():
