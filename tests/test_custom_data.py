@@ -302,3 +302,48 @@ def test_a_custom_dataset_is_found_in_its_recorded_folder_after_the_cache_moved(
         load_dataset(prep.flag, 28)
     data = load_dataset(prep.flag, 28, prep.data_dir)
     assert data.info.flag == prep.flag and len(data.splits["test"]) == 12
+
+
+def test_a_run_is_not_scored_on_a_custom_cache_rebuilt_from_other_data(tmp_path):
+    """The cache folder of a --data source is rebuilt in place when the source or its options
+    change; a run trained before must then refuse to be scored, not score on other splits."""
+    source = make_npz(tmp_path / "skin.npz", with_val=False)
+    result = train(TrainConfig(data=str(source), output_dir=str(tmp_path / "results"), **TINY))
+    assert evaluate_checkpoint(result.run_dir, "test")["acc"] == pytest.approx(result.metrics["test"]["acc"])
+    prepare_custom(str(source), 28, val_fraction=0.3)  # same flag and folder, other train/val split
+    with pytest.raises(FocusNetError, match=r"changed since this run trained") as e:
+        evaluate_checkpoint(result.run_dir, "test")
+    assert "\n" not in str(e.value)
+    prepare_custom(str(source), 28)  # prepared as the run was: scored again, identically
+    assert evaluate_checkpoint(result.run_dir, "test")["acc"] == pytest.approx(result.metrics["test"]["acc"])
+
+
+def test_csv_label_columns_and_sidecar_labels_must_name_the_same_labels(tmp_path):
+    csv = make_csv(tmp_path / "c", multi="columns")
+    (tmp_path / "c" / "labels.json").write_text(json.dumps({"labels": ["nodule", "effusion"]}))
+    prep = prepare_custom(str(csv))  # the sidecar may reorder the columns' labels
+    assert get_dataset_info(prep.flag).label_names == {"0": "nodule", "1": "effusion"}
+    (tmp_path / "c" / "labels.json").write_text(json.dumps({"labels": ["Effusion", "Nodule"]}))  # was a KeyError traceback
+    msg = _error(csv)
+    assert "are not the CSV's 0/1 label columns ['effusion', 'nodule']" in msg and "leave 'labels' out" in msg
+
+
+def test_npz_splits_of_other_sizes_need_a_size_to_share(tmp_path):
+    path = make_npz(tmp_path / "mix.npz", side=32)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["test_images"] = np.zeros((len(arrays["test_labels"]), 40, 40), np.uint8)
+    np.savez(tmp_path / "mix.npz", **arrays)
+    msg = _error(tmp_path / "mix.npz", size="native")  # was prepared, then its cached file refused when read
+    assert "differ in channels or size (channels x size: train 1x32x32, val 1x32x32, test 1x40x40)" in msg and "--size N" in msg
+    prep = prepare_custom(str(tmp_path / "mix.npz"), 28)  # resized to one size: fine
+    assert load_dataset(prep.flag, 28, prep.data_dir).splits["test"].images.shape[1:] == (1, 28, 28)
+
+
+def test_a_prepared_custom_flag_loads_from_its_cache_folder_and_a_lost_file_says_how_to_rebuild(tmp_path):
+    prep = prepare_custom(str(make_npz(tmp_path / "derm.npz")), 28)
+    assert len(load_dataset(prep.flag, 28).splits["test"]) == 12  # no --data-dir: its cache folder, not the MedMNIST one
+    os.remove(os.path.join(prep.data_dir, f"{prep.flag}.npz"))
+    with pytest.raises(FocusNetError, match=r"has no download source: pass --data-dir .*`focusnet train --data SOURCE`") as e:
+        load_dataset(prep.flag, 28)  # said "allow downloading", with nothing to download
+    assert "\n" not in str(e.value)

@@ -152,3 +152,36 @@ def test_load_dataset_failed_download_message(server, tmp_path, monkeypatch, reg
     with pytest.raises(FocusNetError) as e:
         load_dataset("fakedl", data_dir=str(tmp_path))
     assert_failed_cleanly(e, f"{server}/truncated/fakedl.npz", str(tmp_path), "incomplete download")
+
+
+def test_a_mirror_without_a_scheme_is_one_clear_line(tmp_path, monkeypatch, registered):
+    monkeypatch.setenv(registry.URL_ENV, "mirror.example.org/medmnist/")  # was a raw ValueError traceback
+    with pytest.raises(FocusNetError, match=rf"not a valid URL .*{registry.URL_ENV} must start with http:// or https://") as e:
+        load_dataset("fakedl", data_dir=str(tmp_path))
+    assert "\n" not in str(e.value) and os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_is_not_reported_as_a_connection_problem(server, tmp_path, monkeypatch):
+    import errno
+
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, block):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    with pytest.raises(FocusNetError) as e:
+        download_file(f"{server}/good/fakedl.npz", str(tmp_path / "fakedl.npz"), GOOD_MD5, quiet=True)
+    msg = str(e.value)
+    assert "No space left on device" in msg and "free space or pass a writable --data-dir" in msg and "connection" not in msg
+    assert os.listdir(tmp_path) == []

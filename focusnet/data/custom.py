@@ -102,6 +102,14 @@ def custom_cache_root() -> str:
     return os.path.join(root, "custom")
 
 
+def data_version(folder: str) -> str | None:
+    """An id of the prepared custom data in `folder` (its source files' stamp and the options it
+    was prepared with), or None where no custom data was prepared (MedMNIST, synthetic folders).
+    A run records it, so scoring the run later on a cache rebuilt from other files is refused."""
+    meta = _read_meta(folder)
+    return hashlib.sha1(f"{meta.get('stamp')}|{meta.get('key')}".encode()).hexdigest()[:16] if meta else None
+
+
 def lookup_info(flag: str, folder: str | None = None) -> DatasetInfo | None:
     """The DatasetInfo of a custom flag built earlier (in any process), or None. folder: its
     cache folder (a run's recorded data folder), default under the current cache root."""
@@ -377,7 +385,10 @@ def _csv_items(src: str, sidecar: dict) -> tuple[list[tuple[str, str, list[str]]
             if any(v not in ("0", "1") for v in values):
                 raise FocusNetError(f"{src}, line {line}: label columns {label_cols} must hold 0 or 1, got {values}")
             items.append((path, split, [c for c, v in zip(label_cols, values) if v == "1"]))
-        return items, sidecar.get("labels") or list(label_cols), True
+        names = sidecar.get("labels") or list(label_cols)
+        if set(names) != set(label_cols):  # the columns name the labels; the sidecar may only reorder them
+            raise FocusNetError(f"{src}: the sidecar JSON's labels {names} are not the CSV's 0/1 label columns {label_cols}; name the same labels in both, or leave 'labels' out of the sidecar")
+        return items, names, True
     col = label_cols[0]
     items = [(path, split, [x.strip() for x in row[col].split(";") if x.strip()]) for path, split, row, _ in rows]
     names = sidecar.get("labels") or _natural({n for _, s, labels in items if s == "train" for n in labels})
@@ -478,6 +489,10 @@ def _collect_npz(src: str, sidecar: dict, size) -> tuple[dict[str, _Split], list
     for s in present:
         images, labels = arrays[f"{s}_images"], arrays.get(f"{s}_labels")
         splits[s] = _Split(_npz_images(images, dims, size, f"{src}: {s}_images"), _npz_labels(labels, len(images), f"{src}: {s}_labels"))
+    shapes = {s: sp.images.shape[1:] for s, sp in splits.items()}  # (C, *S), after any resizing
+    if len(set(shapes.values())) > 1:  # one stored file cannot hold them (it was written, then refused when read)
+        shown = ", ".join(f"{s} {'x'.join(map(str, shape))}" for s, shape in shapes.items())
+        raise FocusNetError(f"{src}: the splits' images differ in channels or size (channels x size: {shown}); every split needs the same channels, and pass --size N to resize them to one size")
     k_cols = {sp.labels.shape[1] if sp.labels.ndim == 2 else 1 for sp in splits.values()}
     if len(k_cols) > 1:
         raise FocusNetError(f"{src}: the label arrays differ in columns ({sorted(k_cols)}); every split needs the same labels")

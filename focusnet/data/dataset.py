@@ -31,6 +31,7 @@ import torch
 
 from ..errors import FocusNetError
 from ..fileio import write_text
+from .custom import custom_cache_root, data_version
 from .download import check_md5, download_file
 from .registry import SPLITS, DatasetInfo, default_data_dir, get_dataset_info
 from .synthetic import boxes_path, ensure_synthetic
@@ -76,6 +77,8 @@ def load_dataset(flag: str, size: int = 28, data_dir: str | None = None, downloa
     info = get_dataset_info(flag, data_dir)
     if size not in info.sizes:
         raise FocusNetError(f"{info.flag} has no size {size}; available sizes: {', '.join(map(str, info.sizes))}.")
+    if data_dir is None and info.flag.lower().startswith("custom-"):  # a prepared --data source lives in its cache folder
+        data_dir = os.path.join(custom_cache_root(), info.flag.lower())
     data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
     path = os.path.join(data_dir, info.filename(size))
     if info.synthetic:
@@ -89,7 +92,12 @@ def load_run_data(desc: dict, data_dir: str | None, train: dict) -> MedMNISTData
     """The data a run trained on (`desc`: its checkpoint's data record, `train`: its config.json
     training options), to score it or draw figures: from the run's data folder unless `data_dir`
     is given, and downloaded only if the run allowed downloads (a --no-download run stays offline)."""
-    return load_dataset(desc["flag"], desc["size"], data_dir or train.get("data_dir"), download=train.get("download", True), as_rgb=desc["as_rgb"])
+    data = load_dataset(desc["flag"], desc["size"], data_dir or train.get("data_dir"), download=train.get("download", True), as_rgb=desc["as_rgb"])
+    recorded, folder = desc.get("data_version"), os.path.dirname(data.path)
+    if recorded and data_version(folder) != recorded:  # the custom cache was rebuilt from other files or options
+        raise FocusNetError(f"{desc['flag']}: the prepared data in {folder} changed since this run trained (rebuilt from other files or "
+                            f"options); prepare the run's data again (`focusnet train --data` with its source and its --task/--on-bad-image, see config.json) or train a new run")
+    return data
 
 
 def load_npz(path: str, info: DatasetInfo, size: int, as_rgb: bool = False, mmap: bool | None = None) -> MedMNISTData:
@@ -121,9 +129,10 @@ def load_npz(path: str, info: DatasetInfo, size: int, as_rgb: bool = False, mmap
 def _fetch(info: DatasetInfo, size: int, path: str, download: bool) -> None:
     url, md5 = info.url(size), info.md5s.get(size)
     folder = os.path.dirname(path)
-    if not download or url is None:
-        where = f"download {url} (MD5 {md5})" if url else "obtain it"
-        raise FocusNetError(f"{path} not found: {where} and put it in {folder}/, or allow downloading.")
+    if url is None:  # a prepared custom dataset (or one registered without a source): nothing to download
+        raise FocusNetError(f"{path} not found and {info.flag} has no download source: pass --data-dir with the folder that holds it, or prepare it again with `focusnet train --data SOURCE`")
+    if not download:
+        raise FocusNetError(f"{path} not found: download {url} (MD5 {md5}) and put it in {folder}/, or allow downloading.")
     download_file(url, path, md5)
     _mark_verified(path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -12,8 +13,10 @@ import urllib.error
 import urllib.request
 
 from ..errors import FocusNetError
+from .registry import URL_ENV
 
 _CHUNK = 1 << 20
+_LOCAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def md5sum(path: str) -> str:
@@ -63,7 +66,13 @@ def download_file(url: str, dest_path: str, md5: str | None, timeout: float = 60
         return dest_path
     except FocusNetError:
         raise
-    except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError) as e:
+    except ValueError as e:  # urllib's "unknown url type": e.g. a mirror address without http://
+        raise FocusNetError(f"Cannot download {url!r}: not a valid URL ({e}); a mirror given in {URL_ENV} must start with http:// or https://") from None
+    except OSError as e:
+        if not isinstance(e, urllib.error.URLError) and e.errno in _LOCAL_WRITE_ERRORS:  # this machine, not the network
+            raise FocusNetError(f"Cannot write {part} while downloading {url} ({e.strerror}); nothing was saved: free space or pass a writable --data-dir.") from None
+        raise FocusNetError(_failure_message(url, md5, dest_path, _reason(e))) from None
+    except (TimeoutError, http.client.HTTPException) as e:
         raise FocusNetError(_failure_message(url, md5, dest_path, _reason(e))) from None
     finally:
         if os.path.exists(part):

@@ -49,6 +49,7 @@ from ..data import (
     prepare_custom,
 )
 from ..data.augment import label_preserving_flip_axes
+from ..data.custom import data_version
 from ..data.custom import flag_hint as custom_flag
 from ..errors import FocusNetError, shared_error
 from ..fileio import atomic_path, ensure_dir, link_latest, write_json, write_text
@@ -216,7 +217,7 @@ def data_description(data: MedMNISTData, cfg: TrainConfig) -> dict:
         "source_channels": info.n_channels,  # before --as-rgb: predict makes colour grey for a model that only saw grey
         "mean": 0.5,
         "std": 0.5,
-    }
+    } | ({"data_version": version} if (version := data_version(os.path.dirname(data.path))) else {})  # custom data: which preparation
 
 
 def _loss_weights(data: MedMNISTData, cfg: TrainConfig) -> dict:
