@@ -113,7 +113,13 @@ def test_conversion_to_grey_levels_channels_and_size():
     np.testing.assert_allclose(to_grey_levels(u16), [[0, 127.5], [63.75, 255]])  # min-max per image
     np.testing.assert_array_equal(to_grey_levels(np.full((3, 3), 7.5)), np.zeros((3, 3)))  # constant -> 0
     np.testing.assert_array_equal(to_grey_levels(np.array([[True, False]])), [[255, 0]])
-    np.testing.assert_array_equal(to_grey_levels(np.array([[np.nan, 1.0, 3.0]])), [[0, 0, 255]])
+    np.testing.assert_array_equal(to_grey_levels(np.array([[np.nan, 1000.0, 3000.0]])), [[0, 0, 255]])
+    # 8-bit grey levels in another dtype are kept (they were stretched), floats in [0, 1] scaled by 255
+    u8 = np.random.default_rng(4).integers(10, 200, (SIZE, SIZE), dtype=np.uint8)
+    for dtype in (np.float32, np.float64, np.int64, np.uint16):
+        np.testing.assert_array_equal(to_grey_levels(u8.astype(dtype)), u8)
+    np.testing.assert_allclose(to_grey_levels(np.array([[0.0, 0.2, 1.0]], np.float32)), [[0, 51, 255]], rtol=1e-6)
+    np.testing.assert_allclose(to_grey_levels(np.array([[0.5, 100.5]])), [[0, 255]])  # not whole numbers: stretched
     rgb = np.random.default_rng(1).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     luma = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float32)
     assert np.abs(pre.grey_levels(rgb)[..., 0] - luma).max() <= 1  # as Pillow's "L" (it rounds)
@@ -249,6 +255,15 @@ def test_inputs_as_arrays_tensors_and_folders(run2d, tmp_path):
     assert [r.source for r in out] == ["array[0]", "array[1]", str(tmp_path / "a.png"), str(tmp_path / "sub" / "b.png")]
     np.testing.assert_allclose(probs_of(out[0]), probs_of(out[2]), atol=1e-6)
     assert isinstance(predictor, focusnet.Predictor) and predictor.model.training is False
+    # copies of the pixels in other dtypes predict as the pixels do (float ones were contrast-stretched)
+    copies = [img.astype(np.float32), img.astype(np.int64), img / 255.0, torch.from_numpy(img).bfloat16()]
+    for r in predictor.predict(copies):
+        np.testing.assert_allclose(probs_of(r), probs_of(out[0]), atol=1e-6)
+    with pytest.raises(FocusNetError, match=r"input 1 is a NoneType; give image paths"):
+        predictor.predict([img, None])
+    # a few images stacked into one array are refused, not blended into one image
+    with pytest.raises(FocusNetError, match=r"\(2, 28, 28\) is ambiguous: for 2 images give one array or file per image"):
+        predictor.predict(np.stack([img, img]))
 
 
 # ----------------------------------------------------------------------------- the command

@@ -280,3 +280,22 @@ def test_official_numbers_quoted_with_source():
     three_d = official_numbers("nodulemnist3d")
     assert len(three_d) == 8 and three_d[2].method == "ResNet-18+ACS" and (three_d[2].acc, three_d[2].auc) == (0.847, 0.873)
     assert official_numbers("synth-lesion") == []
+
+
+def test_gate_means_per_class_group_multi_label_images_without_a_label():
+    """A ChestMNIST-like pool where no image carries a finding crashed visualize (np.stack of nothing)."""
+    from types import SimpleNamespace
+
+    from focusnet.tasks import MULTI_CLASS, MULTI_LABEL
+    from focusnet.viz.common import Looked
+    from focusnet.viz.pathways import mean_gates_per_class
+
+    gates = np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2)  # (N, T+1, P)
+    looked = Looked(index=np.arange(4), x=torch.zeros(4, 1, 8, 8), images=np.zeros((4, 1, 8, 8), np.float32), labels=np.array([[0, 0], [0, 0], [0, 0], [1, 0]]),
+                    probs=np.full((4, 2), 0.5), correct=np.ones(4, bool), gates=gates)
+    run = SimpleNamespace(task=MULTI_LABEL, class_name=lambda c, width: f"label{c}")
+    names, means = mean_gates_per_class(run, looked)
+    assert names == ["label0", "(no label)"] and np.allclose(means, [gates[3], gates[:3].mean(0)])
+    run.task, looked.labels = MULTI_CLASS, np.array([[1], [1], [0], [1]])
+    names, means = mean_gates_per_class(run, looked)
+    assert names == ["label0", "label1"] and np.allclose(means[1], gates[[0, 1, 3]].mean(0))

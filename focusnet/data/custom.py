@@ -62,7 +62,7 @@ IMAGE_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 IMAGE_3D = (".nii", ".nii.gz")
 PATH_COLUMNS = ("path", "image", "file", "filename")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-_FORMAT = 2  # bump when the cached files change meaning (2: EXIF orientation applied; 3D shrinking counts every voxel)
+_FORMAT = 3  # bump when the cached files change meaning (2: EXIF orientation applied; 3D shrinking counts every voxel; 3: grey levels kept in any dtype, [0, 1] floats scaled)
 
 
 @dataclass

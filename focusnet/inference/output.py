@@ -76,19 +76,17 @@ def render_overlay(image: np.ndarray, prediction: Prediction):
     """image (*S, C) as read, any dtype -> PIL RGB image with the fixations drawn."""
     from PIL import Image
 
-    grey = to_grey_levels(image, prediction.source)
-    rgb = grey[..., :3] if grey.shape[-1] >= 3 else np.repeat(grey[..., :1], 3, axis=-1)
-    rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    grey = to_grey_levels(image, prediction.source)  # over the whole image or volume, as predict converts it
     fix, hw = prediction.fixations_px, prediction.half_widths
-    if rgb.ndim == 3:
-        return _panel(rgb, fix, hw, prediction.shape, (0, 1), None)
+    if grey.ndim == 3:
+        return _panel(_to_rgb(grey), fix, hw, prediction.shape, (0, 1), None)
     d, h, w = prediction.shape
     point = fix[1 if len(fix) > 1 else 0]
     x, y, z = (int(np.clip(np.rint(v), 0, n - 1)) for v, n in zip(point, (w, h, d)))
-    panels = [
-        _panel(rgb[z], fix, hw, prediction.shape, (0, 1), f"axial z={z}"),
-        _panel(rgb[:, y], fix, hw, prediction.shape, (0, 2), f"coronal y={y}"),
-        _panel(rgb[:, :, x], fix, hw, prediction.shape, (1, 2), f"sagittal x={x}"),
+    panels = [  # only the three slices become RGB: a whole CT in RGB floats took gigabytes
+        _panel(_to_rgb(grey[z]), fix, hw, prediction.shape, (0, 1), f"axial z={z}"),
+        _panel(_to_rgb(grey[:, y]), fix, hw, prediction.shape, (0, 2), f"coronal y={y}"),
+        _panel(_to_rgb(grey[:, :, x]), fix, hw, prediction.shape, (1, 2), f"sagittal x={x}"),
     ]
     gap = 6
     out = Image.new("RGB", (sum(p.width for p in panels) + gap * 2, max(p.height for p in panels)))
@@ -97,6 +95,12 @@ def render_overlay(image: np.ndarray, prediction: Prediction):
         out.paste(p, (left, 0))
         left += p.width + gap
     return out
+
+
+def _to_rgb(grey: np.ndarray) -> np.ndarray:
+    """float (rows, cols, C) grey levels -> uint8 (rows, cols, 3)."""
+    rgb = grey[..., :3] if grey.shape[-1] >= 3 else np.repeat(grey[..., :1], 3, axis=-1)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
 def _panel(rgb: np.ndarray, fix: np.ndarray, hw: np.ndarray, shape: tuple[int, ...], axes: tuple[int, int], title: str | None):

@@ -4,9 +4,12 @@ MedMNIST images are uint8, square (or cubic) at the checkpoint's size, grey or R
 feeds them as (x / 255 - mean) / std. An image from a file goes the same way:
 
 1. intensities to 0..255: uint8 images are kept as they are (a MedMNIST-style PNG is used
-   unchanged); every other dtype (16-bit PNG/TIFF, CT in Hounsfield units, float NIfTI, ...) is
-   stretched min-max over the whole image or volume, so its lowest value is 0 and its highest
-   255 (a constant image becomes 0). Booleans become 0 / 255; NaN and inf count as the minimum.
+   unchanged), and so are images of any other dtype whose values are all whole numbers in
+   0..255 (a float or int64 copy of 8-bit pixels predicts as the pixels do); float images with
+   every value in [0, 1] (torchvision's ToTensor convention) are scaled by 255; anything else
+   (16-bit PNG/TIFF, CT in Hounsfield units, float NIfTI, ...) is stretched min-max over the
+   whole image or volume, so its lowest value is 0 and its highest 255 (a constant image
+   becomes 0). Booleans become 0 / 255; NaN and inf count as the minimum.
 2. channels: to grey with the ITU-R 601 luma weights (0.299 R + 0.587 G + 0.114 B, as Pillow's
    "L") when the model takes one channel; grey repeated to RGB when it takes three. A model
    trained with --as-rgb on a grey dataset saw only R = G = B: a colour image is made grey
@@ -106,13 +109,15 @@ class Preprocess:
 
 
 def to_grey_levels(a: np.ndarray, name: str = "image") -> np.ndarray:
-    """Any dtype -> float32 in 0..255: uint8 as is, bool 0/255, anything else min-max stretched."""
+    """Any dtype -> float32 in 0..255 (step 1 above): uint8 and whole numbers in 0..255 as they
+    are, bool 0/255, floats in [0, 1] times 255, anything else min-max stretched."""
     if a.dtype == np.uint8:
         return a.astype(np.float32)
     if a.dtype == np.bool_:
         return a.astype(np.float32) * 255.0
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise FocusNetError(f"{name}: pixel type {a.dtype} is not a number type")
+    floating = np.issubdtype(a.dtype, np.floating)
     a = a.astype(np.float64)
     finite = np.isfinite(a)
     if not finite.all():
@@ -120,6 +125,10 @@ def to_grey_levels(a: np.ndarray, name: str = "image") -> np.ndarray:
             raise FocusNetError(f"{name}: every pixel is NaN or infinite")
         a = np.where(finite, a, a[finite].min())
     lo, hi = a.min(), a.max()
+    if floating and lo >= 0 and hi <= 1:
+        return (a * 255.0).astype(np.float32)
+    if lo >= 0 and hi <= 255 and np.array_equal(a, np.round(a)):  # 8-bit grey levels held in another dtype
+        return a.astype(np.float32)
     if hi <= lo:
         return np.zeros(a.shape, np.float32)
     return ((a - lo) * (255.0 / (hi - lo))).astype(np.float32)

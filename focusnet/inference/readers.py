@@ -63,9 +63,10 @@ def find_inputs(items, spatial_dims: int) -> list[Source]:
     sources: list[Source] = []
     for i, item in enumerate(items):
         if isinstance(item, np.ndarray) or _is_tensor(item):
-            arr = item.detach().cpu().numpy() if _is_tensor(item) else item
-            sources.append(Source(f"array[{i}]", "array", array=arr))
+            sources.append(Source(f"array[{i}]", "array", array=_to_numpy(item)))
             continue
+        if not isinstance(item, (str, os.PathLike)):
+            raise FocusNetError(f"input {i} is a {type(item).__name__}; give image paths (files or folders), numpy arrays or torch tensors")
         path = os.fspath(item)
         if os.path.isdir(path):
             sources.extend(_walk(path, spatial_dims))
@@ -74,6 +75,13 @@ def find_inputs(items, spatial_dims: int) -> list[Source]:
         else:
             sources.append(Source(path, "missing", (path,)))
     return sources
+
+
+def _to_numpy(item) -> np.ndarray:
+    if not _is_tensor(item):
+        return item
+    t = item.detach().cpu()
+    return (t.float() if t.is_floating_point() else t).numpy()  # numpy has no bfloat16
 
 
 def file_source(path: str) -> Source:
@@ -161,15 +169,19 @@ def _reason(e: Exception) -> str:
 
 def arrange(a, spatial_dims: int, name: str) -> np.ndarray:
     """An array of unknown layout -> (*S, C): channels last if the last axis is 1-4 long,
-    else first if the first is; a bare (H, W) / (D, H, W) is one grey channel."""
+    else first if the first is 1 or 3 (grey or RGB, as torch lays images out); a bare (H, W) /
+    (D, H, W) is one grey channel. A leading 2 or 4 is refused: more often a few images stacked
+    into one array (which would be blended into one image) than a 2- or 4-channel image."""
     a = np.asarray(a)
     d = spatial_dims
     if a.ndim == d:
         out = a[..., None]
     elif a.ndim == d + 1 and a.shape[-1] in CHANNELS:
         out = a
-    elif a.ndim == d + 1 and a.shape[0] in CHANNELS:
+    elif a.ndim == d + 1 and a.shape[0] in (1, 3):
         out = np.moveaxis(a, 0, -1)
+    elif a.ndim == d + 1 and a.shape[0] in CHANNELS:
+        raise FocusNetError(f"{name}: array of shape {tuple(a.shape)} is ambiguous: for {a.shape[0]} images give one array or file per image; for one {a.shape[0]}-channel image put the channels last")
     else:
         want = "(H, W), (H, W, C) or (C, H, W)" if d == 2 else "(D, H, W), (D, H, W, C) or (C, D, H, W)"
         raise FocusNetError(f"{name}: array of shape {tuple(a.shape)} is not an image {want} with C = 1-4, as this {d}D model needs")

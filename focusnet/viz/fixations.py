@@ -48,7 +48,7 @@ def _gallery_2d(run: RunModel, looked: Looked, groups: list[tuple[str, np.ndarra
         axes = np.atleast_1d(sub.subplots(n_rows, cols, squeeze=False)).ravel()
         for ax, i in zip(axes, rows):
             _panel(ax, run, looked, i, VIEWS[2][0], None)
-            ax.set_title(caption(run, looked.labels[i], looked.probs[i]), fontsize=7)
+            ax.set_title(f"#{looked.index[i]}  {caption(run, looked.labels[i], looked.probs[i])}", fontsize=7)  # the split index, as --indices takes
         for ax in axes[len(rows) :]:
             ax.set_axis_off()
     _legend(fig, looked)
@@ -71,7 +71,7 @@ def _gallery_3d(run: RunModel, looked: Looked, groups: list[tuple[str, np.ndarra
                     ax = axes[r, 3 * j + v]
                     _panel(ax, run, looked, i, view, t)
                     ax.set_title(f"fixation {t} {view.name}", fontsize=6)
-            axes[r, 0].set_ylabel(caption(run, looked.labels[i], looked.probs[i]), fontsize=6)
+            axes[r, 0].set_ylabel(f"#{looked.index[i]}  {caption(run, looked.labels[i], looked.probs[i])}", fontsize=6)
     _legend(fig, looked)
     return fig
 

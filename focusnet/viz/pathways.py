@@ -67,12 +67,15 @@ def centre_slice_image(image: np.ndarray) -> np.ndarray:
 
 def mean_gates_per_class(run: RunModel, looked: Looked) -> tuple[list[str], np.ndarray]:
     """-> class names (K',), mean gates (K', T+1, P) over the images of each true class (multi-label:
-    images carrying that label). Classes without images are left out."""
+    images carrying that label, and "(no label)" for those carrying none, as most ChestMNIST
+    images). Classes without images are left out."""
     names, means = [], []
-    for c in range(looked.probs.shape[1]):
-        rows = looked.labels[:, c] == 1 if run.task == MULTI_LABEL else looked.labels[:, 0] == c
+    groups = [(run.class_name(c, 16), looked.labels[:, c] == 1 if run.task == MULTI_LABEL else looked.labels[:, 0] == c) for c in range(looked.probs.shape[1])]
+    if run.task == MULTI_LABEL:
+        groups.append(("(no label)", looked.labels.sum(axis=1) == 0))
+    for name, rows in groups:
         if rows.any():
-            names.append(run.class_name(c, 16))
+            names.append(name)
             means.append(looked.gates[rows].mean(axis=0))
     return names, np.stack(means)
 
