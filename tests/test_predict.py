@@ -459,3 +459,24 @@ def test_onnx_export_matches_pytorch(tmp_path, dims):
         assert (probabilities(torch.from_numpy(logits), MULTI_CLASS) - want).abs().max() <= 1e-4
     meta = json.loads(session.get_modelmeta().custom_metadata_map["focusnet"])
     assert meta["activation"] == "softmax" and meta["data"]["size"] == SIZE
+
+
+def test_overlay_marker_sits_on_the_pixel_the_fixation_names():
+    """Independent of the formula's code: a fixation written by hand for pixel (col 7, row 12) of a
+    30 x 20 image (u = (2p + 1) / n - 1, align_corners=False) is drawn with its disc centred on
+    that pixel of the scaled-up overlay."""
+    from focusnet.inference.output import STEP_COLOURS, render_overlay
+    from focusnet.inference.predictor import Prediction
+
+    col, row, w, h = 7, 12, 30, 20
+    fix = np.array([[0.0, 0.0], [(2 * col + 1) / w - 1, (2 * row + 1) / h - 1]])
+    pred = Prediction("array[0]", (h, w), {"a": 1.0}, ["a"], [0], fixations=fix, half_widths=None)
+    picture = np.asarray(render_overlay(np.zeros((h, w, 1), np.uint8), pred))  # (H, W, C) as read
+    scale = picture.shape[0] // h
+    assert picture.shape[:2] == (h * scale, w * scale)
+    mask = (picture == np.array(STEP_COLOURS[1], np.uint8)).all(-1)
+    inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]  # the filled disc, not the label's strokes
+    ys, xs = np.nonzero(inner)
+    assert len(xs) > 20
+    assert (np.median(xs) + 1) / scale - 0.5 == pytest.approx(col, abs=0.25)
+    assert (np.median(ys) + 1) / scale - 0.5 == pytest.approx(row, abs=0.25)
