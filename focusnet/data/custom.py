@@ -102,6 +102,11 @@ def custom_cache_root() -> str:
     return os.path.join(root, "custom")
 
 
+def cache_folder(flag: str) -> str:
+    """Where a prepared custom flag's npz files and info.json live, under the current cache root."""
+    return os.path.join(custom_cache_root(), flag.lower())
+
+
 def data_version(folder: str) -> str | None:
     """An id of the prepared custom data in `folder` (its source files' stamp and the options it
     was prepared with), or None where no custom data was prepared (MedMNIST, synthetic folders).
@@ -113,7 +118,7 @@ def data_version(folder: str) -> str | None:
 def lookup_info(flag: str, folder: str | None = None) -> DatasetInfo | None:
     """The DatasetInfo of a custom flag built earlier (in any process), or None. folder: its
     cache folder (a run's recorded data folder), default under the current cache root."""
-    meta = _read_meta(folder or os.path.join(custom_cache_root(), flag.lower()))
+    meta = _read_meta(folder or cache_folder(flag))
     return _info_from_meta(meta) if meta and str(meta["info"].get("flag", "")).lower() == flag.lower() else None
 
 
@@ -125,7 +130,7 @@ def prepare_custom(path: str, size: int | str = 28, task: str | None = None, on_
     sidecar = _sidecar(src, layout)
     key = _options_key(task, on_bad_image, val_fraction, split_seed)
     flag = _flag_for(src)
-    folder = os.path.join(custom_cache_root(), flag)
+    folder = cache_folder(flag)
     meta = _read_meta(folder)
     stamp = _stamp(src, layout, sidecar)
     cached = _cached_size(meta, stamp, key, size, folder, flag)
@@ -230,7 +235,7 @@ def _slug(src: str) -> str:
 def _flag_for(src: str) -> str:
     """custom-<name>; custom-<name>-<hash> when another source already uses that name."""
     flag = PREFIX + _slug(src)
-    meta = _read_meta(os.path.join(custom_cache_root(), flag))
+    meta = _read_meta(cache_folder(flag))
     if meta and meta.get("source") != os.path.realpath(src):
         flag = f"{flag}-{hashlib.sha1(os.path.realpath(src).encode()).hexdigest()[:6]}"
     return flag

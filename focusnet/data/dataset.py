@@ -31,7 +31,8 @@ import torch
 
 from ..errors import FocusNetError
 from ..fileio import write_text
-from .custom import custom_cache_root, data_version
+from .custom import PREFIX as CUSTOM_PREFIX
+from .custom import cache_folder, data_version
 from .download import check_md5, download_file
 from .registry import SPLITS, DatasetInfo, default_data_dir, get_dataset_info
 from .synthetic import boxes_path, ensure_synthetic
@@ -77,8 +78,8 @@ def load_dataset(flag: str, size: int = 28, data_dir: str | None = None, downloa
     info = get_dataset_info(flag, data_dir)
     if size not in info.sizes:
         raise FocusNetError(f"{info.flag} has no size {size}; available sizes: {', '.join(map(str, info.sizes))}.")
-    if data_dir is None and info.flag.lower().startswith("custom-"):  # a prepared --data source lives in its cache folder
-        data_dir = os.path.join(custom_cache_root(), info.flag.lower())
+    if data_dir is None and info.flag.lower().startswith(CUSTOM_PREFIX):  # a prepared --data source lives in its cache folder
+        data_dir = cache_folder(info.flag)
     data_dir = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
     path = os.path.join(data_dir, info.filename(size))
     if info.synthetic:

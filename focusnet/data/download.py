@@ -68,11 +68,9 @@ def download_file(url: str, dest_path: str, md5: str | None, timeout: float = 60
         raise
     except ValueError as e:  # urllib's "unknown url type": e.g. a mirror address without http://
         raise FocusNetError(f"Cannot download {url!r}: not a valid URL ({e}); a mirror given in {URL_ENV} must start with http:// or https://") from None
-    except OSError as e:
-        if not isinstance(e, urllib.error.URLError) and e.errno in _LOCAL_WRITE_ERRORS:  # this machine, not the network
+    except (OSError, http.client.HTTPException) as e:  # OSError covers URLError and timeouts
+        if getattr(e, "errno", None) in _LOCAL_WRITE_ERRORS:  # this machine, not the network (a URLError's errno is None)
             raise FocusNetError(f"Cannot write {part} while downloading {url} ({e.strerror}); nothing was saved: free space or pass a writable --data-dir.") from None
-        raise FocusNetError(_failure_message(url, md5, dest_path, _reason(e))) from None
-    except (TimeoutError, http.client.HTTPException) as e:
         raise FocusNetError(_failure_message(url, md5, dest_path, _reason(e))) from None
     finally:
         if os.path.exists(part):

@@ -138,13 +138,13 @@ def get_dataset_info(flag: str, data_dir: str | None = None) -> DatasetInfo:
     if key in reg:
         return reg[key]
     if key.startswith("custom-"):  # a user's dataset prepared earlier, perhaps in another process
-        from .custom import custom_cache_root, lookup_info  # local import: custom imports this module
+        from .custom import cache_folder, lookup_info  # local import: custom imports this module
 
         info = lookup_info(key) or (lookup_info(key, os.path.abspath(os.path.expanduser(data_dir))) if data_dir else None)
         if info is not None:
             reg[key] = info
             return info
-        raise FocusNetError(f"Custom dataset '{flag}' is not in {os.path.join(custom_cache_root(), key)}: pass --data-dir with the folder the run's config.json names, set FOCUSNET_CACHE_DIR as when it was trained, or train again with --data PATH.")
+        raise FocusNetError(f"Custom dataset '{flag}' is not in {cache_folder(key)}: pass --data-dir with the folder the run's config.json names, set FOCUSNET_CACHE_DIR as when it was trained, or train again with --data PATH.")
     close = difflib.get_close_matches(key, list(reg), n=3, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise FocusNetError(f"Unknown dataset '{flag}'.{hint} Run `focusnet datasets` to list all flags.")
